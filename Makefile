@@ -1,0 +1,73 @@
+# retina-edu: every target sets itself up.
+#   make lab    create .venv, install, register the kernel, make the shapes data, open JupyterLab
+#   make test   the same environment, then every test (unit, notebooks under nbval, browser)
+#   make bench  side-by-side benchmarks against torchvision's RetinaNet
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+KERNEL := $(VENV)/share/jupyter/kernels/retina-edu/kernel.json
+SHAPES := data/shapes/train/annotations.json
+BUILD := $(CURDIR)/build
+
+# Tests never read or write the user's home: everything lives under build/.
+TEST_ENV := HOME=$(BUILD)/home \
+	MPLCONFIGDIR=$(BUILD)/mplconfig \
+	JUPYTER_CONFIG_DIR=$(BUILD)/jupyter/config \
+	JUPYTER_DATA_DIR=$(BUILD)/jupyter/data \
+	JUPYTER_RUNTIME_DIR=$(BUILD)/jupyter/runtime \
+	IPYTHONDIR=$(BUILD)/ipython \
+	TORCH_HOME=$(BUILD)/torch \
+	JUPYTER_PLATFORM_DIRS=1 \
+	PYDEVD_DISABLE_FILE_VALIDATION=1 \
+	MPLBACKEND=agg
+
+.PHONY: lab test install kernel data bench browser-deps notebooks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+kernel: $(KERNEL)
+
+$(KERNEL): $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name retina-edu --display-name "Python (retina-edu)"
+
+data: $(SHAPES)
+
+$(SHAPES): $(STAMP)
+	$(PY) -m retina_edu shapes --out data/shapes
+
+lab: install kernel data
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+		--LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+
+# Chromium for the browser tests: installed with apt-get where we may (CI runs as root);
+# elsewhere the browser tests skip and say why.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+		echo "Could not install chromium: the browser tests will skip"; \
+	fi
+
+test: install kernel browser-deps
+	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
+	env $(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Re-execute every notebook in place (keeps outputs for readers on GitHub).
+notebooks: install kernel data
+	env $(TEST_ENV) $(PY) -m retina_edu._tools.execute_notebooks notebooks/*.ipynb
+
+bench: install
+	env $(TEST_ENV) $(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(BUILD) .pytest_cache
