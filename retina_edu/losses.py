@@ -1,0 +1,332 @@
+"""Losses: focal loss, box losses, and the RetinaNet loss (notebook 03).
+
+Paper, section 3: with p the predicted probability of the true class, p_t = p if y = 1 else
+1 - p, and
+
+    CE(p_t) = -log(p_t)                                  (cross entropy)
+    CE(p_t) = -α_t log(p_t)                              (α-balanced CE)
+    FL(p_t) = -α_t (1 - p_t)^γ log(p_t)                  (focal loss, γ = 2, α = 0.25)
+
+The factor (1 - p_t)^γ shrinks the loss of well-classified examples: at p_t = 0.9 and γ = 2 it
+is 100x smaller than CE. Summed over the ~100k anchors of an image and divided by the number of
+anchors assigned to an object, it lets the few positives be heard above the easy negatives.
+
+Everything is computed from logits (``binary_cross_entropy_with_logits``), never from clamped
+probabilities: clamping p to [eps, 1 - eps] pins a confident mistake at the clamp where the
+gradient is zero, and training stalls (pytorch-retinanet #41, "loss stuck at 2.3021").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .boxes import BoxCoder, box_area
+from .matching import BG_IOU, FG_IOU, IGNORE, match_anchors, pad_boxes
+
+__all__ = [
+    "ALPHA",
+    "GAMMA",
+    "SMOOTH_L1_BETA",
+    "binary_cross_entropy",
+    "giou_loss",
+    "retinanet_loss",
+    "sigmoid_focal_loss",
+    "smooth_l1_loss",
+    "softmax_focal_loss",
+    "validate_targets",
+]
+
+ALPHA = 0.25  # Table 1b: best alpha with gamma = 2
+GAMMA = 2.0
+SMOOTH_L1_BETA = 0.11  # Detectron's; 0 is plain L1 (torchvision and detectron2)
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def sigmoid_focal_loss(
+    logits: Tensor,
+    targets: Tensor,
+    alpha: float | None = ALPHA,
+    gamma: float = GAMMA,
+    reduction: str = "none",
+) -> Tensor:
+    """Focal loss for independent binary (sigmoid) classifiers.
+
+    FL = -α_t (1 - p_t)^γ log(p_t), with the log term from ``binary_cross_entropy_with_logits``.
+    Same values and gradients as ``torchvision.ops.sigmoid_focal_loss``.
+
+    Args:
+        logits: any shape; raw scores (before the sigmoid).
+        targets: same shape, 0 or 1 (soft targets in between work too).
+        alpha: weight of the positives, ``1 - alpha`` of the negatives; ``None`` or a negative
+            value disables the weighting.
+        gamma: focusing parameter, >= 0; ``gamma = 0`` is (α-balanced) cross entropy.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+
+    Returns:
+        The loss, computed in float32 (or float64) even for float16/bfloat16 inputs so that a sum
+        over 100k anchors cannot overflow.
+    """
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if alpha is not None and alpha > 1:
+        raise ValueError(f"alpha must be in [0, 1] (or negative / None to disable), got {alpha}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {list(logits.shape)} and targets {list(targets.shape)} must have the same shape")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    targets = targets.to(logits.dtype)
+
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce
+    if gamma != 0:
+        # Where 1 - p_t is exactly 0 (a saturated sigmoid) the loss is 0 but the gradient of
+        # (1 - p_t)^γ for γ < 1 would be inf * 0 = NaN; the clamp only changes such points.
+        one_minus = (1 - p_t).clamp(min=torch.finfo(logits.dtype).tiny)
+        loss = ce * one_minus**gamma
+    if alpha is not None and alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy(
+    logits: Tensor, targets: Tensor, alpha: float | None = None, reduction: str = "none"
+) -> Tensor:
+    """(α-balanced) cross entropy: focal loss with γ = 0."""
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=0.0, reduction=reduction)
+
+
+def softmax_focal_loss(
+    logits: Tensor,
+    targets: Tensor,
+    alpha: Tensor | list[float] | None = None,
+    gamma: float = GAMMA,
+    reduction: str = "none",
+) -> Tensor:
+    """The multi-class (softmax) focal loss the paper mentions in section 3.
+
+    FL = -α_t (1 - p_t)^γ log(p_t) with p_t the softmax probability of the true class.
+
+    Args:
+        logits: ``Tensor[N, C]``.
+        targets: ``LongTensor[N]`` class indices in ``[0, C)``.
+        alpha: optional per-class weights ``[C]``.
+        gamma: focusing parameter; 0 gives ``F.cross_entropy`` (with ``weight=alpha``, unreduced).
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+
+    Returns:
+        ``Tensor[N]`` (or a scalar when reduced), in float32 for half inputs.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape [N, C], got {list(logits.shape)}")
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets must have shape [{logits.shape[0]}], got {list(targets.shape)}")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    log_p = F.log_softmax(logits, dim=1)
+    log_p_t = log_p.gather(1, targets[:, None].long())[:, 0]
+    loss = -log_p_t
+    if gamma != 0:
+        one_minus = (1 - log_p_t.exp()).clamp(min=torch.finfo(logits.dtype).tiny)
+        loss = loss * one_minus**gamma
+    if alpha is not None:
+        alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
+        loss = alpha[targets] * loss
+    return _reduce(loss, reduction)
+
+
+def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = SMOOTH_L1_BETA, reduction: str = "sum") -> Tensor:
+    """Smooth L1 (Huber-like) loss: 0.5 x² / β for |x| < β, else |x| - 0.5 β. ``beta = 0`` is L1."""
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    diff = (input - target).abs()
+    if beta == 0:
+        loss = diff
+    else:
+        loss = torch.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta)
+    return _reduce(loss, reduction)
+
+
+def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "sum", eps: float = 1e-7) -> Tensor:
+    """Generalised IoU loss, 1 - GIoU, for paired xyxy boxes ``[..., 4]`` (Rezatofighi et al. 2019).
+
+    GIoU = IoU - |C \\ (A ∪ B)| / |C| with C the smallest box enclosing A and B. Equals
+    ``torchvision.ops.generalized_box_iou_loss``; torchvision's RetinaNet v2 uses it.
+    """
+    x1 = torch.max(boxes1[..., 0], boxes2[..., 0])
+    y1 = torch.max(boxes1[..., 1], boxes2[..., 1])
+    x2 = torch.min(boxes1[..., 2], boxes2[..., 2])
+    y2 = torch.min(boxes1[..., 3], boxes2[..., 3])
+    inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    iou = inter / (union + eps)
+    cx1 = torch.min(boxes1[..., 0], boxes2[..., 0])
+    cy1 = torch.min(boxes1[..., 1], boxes2[..., 1])
+    cx2 = torch.max(boxes1[..., 2], boxes2[..., 2])
+    cy2 = torch.max(boxes1[..., 3], boxes2[..., 3])
+    enclosing = (cx2 - cx1) * (cy2 - cy1)
+    giou = iou - (enclosing - union) / (enclosing + eps)
+    return _reduce(1 - giou, reduction)
+
+
+def validate_targets(targets: list[dict[str, Tensor]], num_classes: int | None = None) -> None:
+    """Raise ``ValueError`` naming the image, the box and the problem for malformed targets.
+
+    Each target needs ``"boxes"`` (``Tensor[N, 4]`` xyxy, finite, ``x2 > x1``, ``y2 > y1``) and
+    ``"labels"`` (``Tensor[N]`` integers in ``[0, num_classes)``).
+    """
+    if not isinstance(targets, (list, tuple)):
+        raise ValueError(f"targets must be a list of dicts, one per image, got {type(targets).__name__}")
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict):
+            raise ValueError(f"target {i} must be a dict with 'boxes' and 'labels', got {type(t).__name__}")
+        for key in ("boxes", "labels"):
+            if key not in t:
+                raise ValueError(f"target {i} has no {key!r} key (it has {sorted(t)})")
+        boxes, labels = t["boxes"], t["labels"]
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+            shape = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"target {i}: 'boxes' must be a Tensor[N, 4], got {shape}")
+        if not isinstance(labels, Tensor) or labels.shape != boxes.shape[:1]:
+            shape = list(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"target {i}: 'labels' must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
+        if boxes.numel() == 0:
+            continue
+        bad = ~torch.isfinite(boxes).all(dim=1)
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0])
+            raise ValueError(f"target {i}: box {j} {boxes[j].tolist()} is not finite")
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0])
+            b = boxes[j].tolist()
+            what = "x2 <= x1" if b[2] <= b[0] else "y2 <= y1"
+            raise ValueError(f"target {i}: box {j} {[round(v, 2) for v in b]} has {what} (zero or negative size)")
+        if labels.is_floating_point():
+            raise ValueError(f"target {i}: 'labels' must be integers, got {labels.dtype}")
+        if num_classes is not None:
+            bad = (labels < 0) | (labels >= num_classes)
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0])
+                raise ValueError(
+                    f"target {i}: box {j} has label {int(labels[j])}, outside [0, {num_classes}) "
+                    f"(labels are contiguous 0..K-1; there is no background class)"
+                )
+
+
+def retinanet_loss(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    anchors: Tensor,
+    targets: list[dict[str, Tensor]],
+    *,
+    alpha: float | None = ALPHA,
+    gamma: float = GAMMA,
+    box_loss: str = "smooth_l1",
+    beta: float = SMOOTH_L1_BETA,
+    fg_iou: float = FG_IOU,
+    bg_iou: float = BG_IOU,
+    allow_low_quality: bool = True,
+    normalize: str = "batch",
+    box_coder: BoxCoder | None = None,
+    validate: bool = True,
+) -> dict[str, Tensor]:
+    """The RetinaNet training loss for a batch, with no Python loop over images.
+
+    Classification: focal loss summed over every anchor that is not ignored, divided by the
+    number of anchors assigned to a box (at least 1). Box regression: the box loss over the
+    positive anchors only, divided by the same number.
+
+    Args:
+        cls_logits: ``Tensor[B, A, K]`` class logits for all anchors (levels concatenated).
+        box_deltas: ``Tensor[B, A, 4]`` predicted box offsets.
+        anchors: ``Tensor[A, 4]`` xyxy, shared by the batch.
+        targets: one dict per image with ``"boxes"`` ``[N, 4]`` xyxy and ``"labels"`` ``[N]``;
+            ``N = 0`` is allowed (an image of pure background).
+        alpha, gamma: focal loss parameters (``gamma = 0``: α-balanced cross entropy).
+        box_loss: ``"smooth_l1"`` (with ``beta``), ``"l1"`` or ``"giou"`` (on decoded boxes).
+        fg_iou, bg_iou, allow_low_quality: the matching rule (see ``match_anchors``).
+        normalize: ``"batch"`` divides by the positives of the whole batch (the paper,
+            Detectron); ``"image"`` divides each image by its own positives and averages over
+            images (torchvision).
+        box_coder: defaults to ``BoxCoder()``, weights (1, 1, 1, 1).
+        validate: check the targets first (a clear error instead of a NaN).
+
+    Returns:
+        ``{"classification": Tensor[], "bbox_regression": Tensor[]}`` in float32 (their sum is
+        the loss to minimise, as in torchvision).
+    """
+    if cls_logits.dim() != 3 or box_deltas.shape != (*cls_logits.shape[:2], 4):
+        raise ValueError(
+            f"cls_logits must be [B, A, K] and box_deltas [B, A, 4]; got {list(cls_logits.shape)} "
+            f"and {list(box_deltas.shape)}"
+        )
+    batch, num_anchors, num_classes = cls_logits.shape
+    if anchors.shape != (num_anchors, 4):
+        raise ValueError(f"anchors must be [{num_anchors}, 4] to match the head outputs, got {list(anchors.shape)}")
+    if len(targets) != batch:
+        raise ValueError(f"{len(targets)} targets for a batch of {batch} images")
+    if box_loss not in ("smooth_l1", "l1", "giou"):
+        raise ValueError(f"box_loss must be 'smooth_l1', 'l1' or 'giou', got {box_loss!r}")
+    if normalize not in ("batch", "image"):
+        raise ValueError(f"normalize must be 'batch' or 'image', got {normalize!r}")
+    if validate:
+        validate_targets(targets, num_classes)
+    box_coder = box_coder or BoxCoder()
+
+    gt_boxes, gt_mask, gt_labels = pad_boxes(
+        [t["boxes"].to(anchors.dtype) for t in targets], [t["labels"] for t in targets]
+    )
+    matches = match_anchors(anchors, gt_boxes, fg_iou, bg_iou, allow_low_quality, gt_mask=gt_mask)  # [B, A]
+    positive = matches >= 0
+    valid = matches != IGNORE
+    index = matches.clamp(min=0)
+
+    # Classification: one-hot targets for positives, zeros for negatives, ignored anchors masked.
+    matched_labels = gt_labels.gather(1, index)
+    cls_targets = F.one_hot(matched_labels, num_classes).to(cls_logits.dtype) * positive[..., None]
+    cls_loss = sigmoid_focal_loss(cls_logits, cls_targets, alpha, gamma, reduction="none")
+    cls_per_image = (cls_loss * valid[..., None]).sum(dim=(1, 2))  # [B]
+
+    # Box regression on positives only (boolean indexing: no work for the ~99.9% negatives).
+    image_of_pos = positive.nonzero()[:, 0]
+    matched_boxes = gt_boxes.gather(1, index[..., None].expand(-1, -1, 4))[positive]  # [P, 4]
+    pos_anchors = anchors[None].expand(batch, -1, -1)[positive]
+    pos_deltas = box_deltas[positive].float()
+    if box_loss == "giou":
+        per_pos = giou_loss(box_coder.decode(pos_anchors, pos_deltas), matched_boxes.float(), reduction="none")
+    else:
+        target_deltas = box_coder.encode(pos_anchors, matched_boxes.float())
+        per_pos = smooth_l1_loss(pos_deltas, target_deltas, beta=0.0 if box_loss == "l1" else beta, reduction="none")
+        per_pos = per_pos.sum(dim=1)
+    box_per_image = torch.zeros(batch, dtype=per_pos.dtype, device=per_pos.device).index_add_(0, image_of_pos, per_pos)
+
+    pos_per_image = positive.sum(dim=1)
+    if normalize == "batch":
+        norm = pos_per_image.sum().clamp(min=1).to(cls_per_image.dtype)
+        cls_total = cls_per_image.sum() / norm
+        box_total = box_per_image.sum() / norm
+    else:
+        norm = pos_per_image.clamp(min=1).to(cls_per_image.dtype)
+        cls_total = (cls_per_image / norm).mean()
+        box_total = (box_per_image / norm).mean()
+    return {"classification": cls_total, "bbox_regression": box_total}

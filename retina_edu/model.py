@@ -1,0 +1,609 @@
+"""The network: backbone + FPN + class and box subnets, and the prior init (notebooks 04-06).
+
+Paper, section 4:
+
+* **Backbone + FPN**: a ResNet gives C3, C4, C5 (strides 8, 16, 32). P3-P5 come from them by
+  lateral 1x1 convs and top-down nearest-neighbour upsampling, each smoothed by a 3x3 conv.
+  **P6 is a 3x3 stride-2 conv on C5**, and P7 a ReLU then a 3x3 stride-2 conv on P6. No P2.
+  (torchvision's ``retinanet_resnet50_fpn`` builds P6 from P5 instead: ``p6_from="p5"``.)
+* **Class subnet**: ``head_convs`` x (3x3 conv, C channels, ReLU), then a 3x3 conv to K*A
+  outputs and a sigmoid. **Box subnet**: the same shape, 4*A outputs. The two share no
+  weights; each is shared across all levels.
+* **Initialisation**: the subnets' convs get N(0, 0.01²) weights and zero biases, except the
+  last class conv whose bias is b = -log((1 - π) / π), π = 0.01: at the start every anchor
+  predicts "object" with probability 0.01, so the ~100k background anchors do not swamp the
+  loss in the first iterations.
+
+The calling convention is torchvision's: in train mode ``model(images, targets)`` returns the
+loss dict; in eval mode ``model(images)`` returns one ``{"boxes", "scores", "labels"}`` per image.
+``from_torchvision`` turns a torchvision ``RetinaNet`` into this one, weights and all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .anchors import PAPER_ANCHOR_SIZES, PAPER_ASPECT_RATIOS, PAPER_SCALES, PAPER_STRIDES, AnchorGenerator
+from .boxes import BoxCoder
+from .losses import ALPHA, GAMMA, SMOOTH_L1_BETA, retinanet_loss
+from .matching import BG_IOU, FG_IOU
+from .postprocess import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH, TOPK_CANDIDATES, postprocess_detections
+
+__all__ = [
+    "BACKBONES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRIOR_PROBABILITY",
+    "FPN",
+    "Backbone",
+    "RetinaNet",
+    "RetinaNetConfig",
+    "Subnet",
+    "from_torchvision",
+    "prior_bias",
+]
+
+PRIOR_PROBABILITY = 0.01
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large", "mobilenet_v3_small")
+
+
+def prior_bias(pi: float = PRIOR_PROBABILITY) -> float:
+    """The class bias that makes sigmoid(b) = π: b = -log((1 - π) / π) (≈ -4.595 for π = 0.01)."""
+    if not 0 < pi < 1:
+        raise ValueError(f"the prior probability must be in (0, 1), got {pi}")
+    return -math.log((1 - pi) / pi)
+
+
+@dataclass
+class RetinaNetConfig:
+    """Everything that defines a RetinaNet; saved in checkpoints so a model can be rebuilt.
+
+    The defaults are the paper's (ResNet-50-FPN, 256 channels, 4 head convs, 9 anchors, P6 from
+    C5, 800-pixel inputs, 0.05 / 1000 / 0.5 / 100 at inference, focal loss 0.25 / 2, smooth L1
+    with beta 0.11).
+    """
+
+    num_classes: int
+    backbone: str = "resnet50"
+    pretrained_backbone: bool = False
+    frozen_bn: bool | None = None  # None: frozen when the backbone is pretrained
+    fpn_channels: int = 256
+    p6_from: str = "c5"  # "c5": the paper; "p5": torchvision's retinanet_resnet50_fpn
+    head_convs: int = 4
+    head_norm: str | None = None  # None: the paper; "group": GroupNorm (torchvision v2)
+    prior_probability: float = PRIOR_PROBABILITY
+    # anchors
+    anchor_sizes: tuple = PAPER_ANCHOR_SIZES
+    anchor_scales: tuple | None = PAPER_SCALES
+    aspect_ratios: tuple = PAPER_ASPECT_RATIOS
+    anchor_offset: float = 0.0
+    round_anchors: bool = False
+    strides_from_grid: bool = False
+    # input
+    resize: bool = True
+    min_size: int = 800
+    max_size: int = 1333
+    size_divisible: int = 128  # Detectron pads to P7's stride so every level's stride is exact
+    image_mean: tuple = IMAGENET_MEAN
+    image_std: tuple = IMAGENET_STD
+    # inference
+    score_thresh: float = SCORE_THRESH
+    topk_candidates: int = TOPK_CANDIDATES
+    nms_thresh: float = NMS_THRESH
+    detections_per_img: int = DETECTIONS_PER_IMG
+    # loss
+    alpha: float | None = ALPHA
+    gamma: float = GAMMA
+    box_loss: str = "smooth_l1"
+    smooth_l1_beta: float = SMOOTH_L1_BETA
+    fg_iou: float = FG_IOU
+    bg_iou: float = BG_IOU
+    allow_low_quality: bool = True
+    loss_normalize: str = "batch"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int (no background slot), got {self.num_classes!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
+        if self.p6_from not in ("c5", "p5"):
+            raise ValueError(f"p6_from must be 'c5' (the paper) or 'p5' (torchvision v1), got {self.p6_from!r}")
+        if self.head_norm not in (None, "group"):
+            raise ValueError(f"head_norm must be None or 'group', got {self.head_norm!r}")
+        # tuples survive a round trip through a checkpoint (which stores lists)
+        for name in ("anchor_sizes", "anchor_scales", "aspect_ratios", "image_mean", "image_std"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in value))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RetinaNetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown RetinaNetConfig keys {unknown}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbone
+# ---------------------------------------------------------------------------------------------
+def _load_backbone(name: str, pretrained: bool, norm_layer) -> nn.Module:
+    builder = getattr(torchvision.models, name)
+    weights = None
+    if pretrained:
+        weights = torchvision.models.get_model_weights(builder).DEFAULT
+    try:
+        return builder(weights=weights, norm_layer=norm_layer)
+    except Exception as err:  # urllib errors, hash mismatches, proxies: all say "no weights"
+        if weights is None:
+            raise
+        raise RuntimeError(
+            f"could not load the ImageNet weights of {name} ({weights.url}): {err}.\n"
+            f"You are probably offline. Either train from scratch (pretrained_backbone=False: the "
+            f"shapes data needs no pretraining), or download the file elsewhere and put it in "
+            f"{torch.hub.get_dir()}/checkpoints/"
+        ) from err
+
+
+class Backbone(nn.Module):
+    """C3, C4, C5 (strides 8, 16, 32) of a torchvision classification network.
+
+    ResNets keep torchvision's module names under ``body`` (``body.layer1.0.conv1``), so that
+    torchvision's weights load without renaming.
+    """
+
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, frozen_bn: bool | None = None):
+        super().__init__()
+        frozen = pretrained if frozen_bn is None else frozen_bn
+        norm_layer = FrozenBatchNorm2d if frozen else nn.BatchNorm2d
+        self.name = name
+        net = _load_backbone(name, pretrained, norm_layer)
+        if name.startswith("resnet"):
+            net.avgpool = nn.Identity()
+            net.fc = nn.Identity()
+            self.body = net
+            width = net.layer4[-1].conv1.in_channels  # 512 (basic blocks) or 2048 (bottlenecks)
+            self.out_channels = (width // 4, width // 2, width)
+            self._stages = None
+        else:  # MobileNetV3: find the last block at strides 8, 16 and 32
+            self.body = net.features
+            self._stages = self._find_stages(self.body)
+            self.out_channels = tuple(c for _, c in self._stages)
+
+    @staticmethod
+    def _find_stages(features: nn.Sequential) -> list[tuple[int, int]]:
+        was_training = features.training
+        features.eval()
+        stages: dict[int, tuple[int, int]] = {}
+        with torch.no_grad():
+            x = torch.zeros(1, 3, 64, 64)
+            for i, block in enumerate(features):
+                x = block(x)
+                stride = 64 // x.shape[-1]
+                if stride in (8, 16, 32):
+                    stages[stride] = (i, x.shape[1])
+        features.train(was_training)
+        return [stages[8], stages[16], stages[32]]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if self._stages is None:
+            b = self.body
+            x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+            c2 = b.layer1(x)
+            c3 = b.layer2(c2)
+            c4 = b.layer3(c3)
+            c5 = b.layer4(c4)
+            return [c3, c4, c5]
+        outs, wanted = [], {i for i, _ in self._stages}
+        for i, block in enumerate(self.body):
+            x = block(x)
+            if i in wanted:
+                outs.append(x)
+            if i == self._stages[-1][0]:
+                break
+        return outs
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature pyramid
+# ---------------------------------------------------------------------------------------------
+class FPN(nn.Module):
+    """P3-P7 from C3-C5 (Lin et al. 2017, "Feature Pyramid Networks"; RetinaNet section 4)."""
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 256, p6_from: str = "c5"):
+        super().__init__()
+        self.p6_from = p6_from
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.output = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
+        self.p6 = nn.Conv2d(in_channels[-1] if p6_from == "c5" else channels, channels, 3, stride=2, padding=1)
+        self.p7 = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # "Xavier/He uniform" as Detectron and torchvision
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, c3: Tensor, c4: Tensor, c5: Tensor) -> list[Tensor]:
+        inner5 = self.lateral[2](c5)
+        inner4 = self.lateral[1](c4) + F.interpolate(inner5, size=c4.shape[-2:], mode="nearest")
+        inner3 = self.lateral[0](c3) + F.interpolate(inner4, size=c3.shape[-2:], mode="nearest")
+        p3, p4, p5 = self.output[0](inner3), self.output[1](inner4), self.output[2](inner5)
+        p6 = self.p6(c5 if self.p6_from == "c5" else p5)
+        p7 = self.p7(F.relu(p6))
+        return [p3, p4, p5, p6, p7]
+
+
+# ---------------------------------------------------------------------------------------------
+# Subnets
+# ---------------------------------------------------------------------------------------------
+class Subnet(nn.Module):
+    """``num_convs`` x (3x3 conv, [GroupNorm], ReLU), then a 3x3 conv to ``A * out_per_anchor``.
+
+    The same module runs on every pyramid level. Its output for all levels is reshaped to
+    ``[B, sum_l H_l * W_l * A, out_per_anchor]``, anchors in the order of ``anchors.py``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_anchors: int,
+        out_per_anchor: int,
+        num_convs: int = 4,
+        norm: str | None = None,
+        final_bias: float = 0.0,
+    ):
+        super().__init__()
+        self.num_anchors = num_anchors
+        self.out_per_anchor = out_per_anchor
+        blocks = []
+        for _ in range(num_convs):
+            layers: list[nn.Module] = [nn.Conv2d(channels, channels, 3, padding=1, bias=norm is None)]
+            if norm == "group":
+                layers.append(nn.GroupNorm(min(32, channels), channels))
+            layers.append(nn.ReLU(inplace=True))
+            blocks.append(nn.Sequential(*layers))
+        self.convs = nn.Sequential(*blocks)
+        self.out = nn.Conv2d(channels, num_anchors * out_per_anchor, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # paper: "Gaussian weight fill with sigma = 0.01", bias 0
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(self.out.bias, final_bias)
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        outs = []
+        for x in features:
+            y = self.out(self.convs(x))
+            n, _, h, w = y.shape
+            y = y.view(n, self.num_anchors, self.out_per_anchor, h, w).permute(0, 3, 4, 1, 2)
+            outs.append(y.reshape(n, h * w * self.num_anchors, self.out_per_anchor))
+        return torch.cat(outs, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# RetinaNet
+# ---------------------------------------------------------------------------------------------
+class RetinaNet(nn.Module):
+    """RetinaNet with the torchvision calling convention.
+
+    Args:
+        num_classes: K, the object classes (no background slot: the sigmoid heads need none).
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``,
+            ``"mobilenet_v3_large"`` or ``"mobilenet_v3_small"``.
+        config: a full ``RetinaNetConfig`` instead of the arguments.
+        **kwargs: any other ``RetinaNetConfig`` field (``fpn_channels=64``, ``resize=False``, ...).
+
+    Inputs: ``images`` is a list of ``Tensor[3, H, W]`` floats in [0, 1] (sizes may differ) or a
+    ``Tensor[B, 3, H, W]``; ``targets`` one ``{"boxes": [N, 4] xyxy, "labels": [N]}`` per image.
+    The model normalises, resizes (``resize=True``: shorter side to ``min_size``, longer side at
+    most ``max_size``) and pads; detections come back in the input images' pixels.
+    """
+
+    def __init__(self, num_classes: int | None = None, backbone: str = "resnet50", *, config: RetinaNetConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            if num_classes is None:
+                raise ValueError("RetinaNet needs num_classes (or a config)")
+            config = RetinaNetConfig(num_classes=num_classes, backbone=backbone, **kwargs)
+        elif num_classes is not None or kwargs:
+            raise ValueError("pass either a config or arguments, not both")
+        self.config = c = config
+        self.backbone = Backbone(c.backbone, c.pretrained_backbone, c.frozen_bn)
+        self.fpn = FPN(self.backbone.out_channels, c.fpn_channels, c.p6_from)
+        self.anchor_generator = AnchorGenerator(
+            PAPER_STRIDES,
+            c.anchor_sizes,
+            c.anchor_scales,
+            c.aspect_ratios,
+            c.anchor_offset,
+            round_base=c.round_anchors,
+            strides_from_grid=c.strides_from_grid,
+        )
+        num_anchors = self.anchor_generator.num_anchors_per_location
+        self.class_subnet = Subnet(
+            c.fpn_channels, num_anchors, c.num_classes, c.head_convs, c.head_norm, prior_bias(c.prior_probability)
+        )
+        self.box_subnet = Subnet(c.fpn_channels, num_anchors, 4, c.head_convs, c.head_norm, 0.0)
+        self.box_coder = BoxCoder()
+        self.register_buffer("image_mean", torch.tensor(c.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(c.image_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    # -- input ------------------------------------------------------------------------------
+    def _resize_scale(self, h: int, w: int) -> float:
+        c = self.config
+        return min(c.min_size / min(h, w), c.max_size / max(h, w))
+
+    def preprocess(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
+    ) -> tuple[Tensor, list[tuple[int, int]], list[tuple[int, int]], list[dict[str, Tensor]] | None]:
+        """Normalise, resize and pad a batch.
+
+        Returns:
+            ``(batch [B, 3, H_pad, W_pad], sizes [(h, w)] after resizing, original sizes, targets)``
+            with the targets' boxes scaled like their images.
+        """
+        c = self.config
+        if isinstance(images, Tensor):
+            if images.dim() != 4 or images.shape[1] != 3:
+                raise ValueError(f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, H, W], got {list(images.shape)}")
+            image_list = list(images.unbind(0))
+        else:
+            image_list = list(images)
+            if len(image_list) == 0:
+                raise ValueError("images is empty: pass at least one image")
+            for i, img in enumerate(image_list):
+                if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3:
+                    shape = list(img.shape) if isinstance(img, Tensor) else type(img).__name__
+                    raise ValueError(f"image {i} must be a Tensor[3, H, W] (RGB), got {shape}")
+        for i, img in enumerate(image_list):
+            if not img.is_floating_point():
+                raise ValueError(f"image {i} has dtype {img.dtype}: the model expects floats in [0, 1] (use image.float() / 255)")
+        if targets is not None and len(targets) != len(image_list):
+            raise ValueError(f"{len(targets)} targets for {len(image_list)} images")
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in image_list]
+
+        same_size = len(set(original_sizes)) == 1
+        if isinstance(images, Tensor) or same_size:
+            batch = images if isinstance(images, Tensor) else torch.stack(image_list)
+            batch = (batch - self.image_mean.to(batch.dtype)) / self.image_std.to(batch.dtype)
+            if c.resize:
+                h, w = original_sizes[0]
+                batch = F.interpolate(
+                    batch, scale_factor=self._resize_scale(h, w), mode="bilinear",
+                    recompute_scale_factor=True, align_corners=False,
+                )
+            sizes = [tuple(batch.shape[-2:])] * len(image_list)
+        else:
+            resized = []
+            for img in image_list:
+                img = (img - self.image_mean[0].to(img.dtype)) / self.image_std[0].to(img.dtype)
+                if c.resize:
+                    img = F.interpolate(
+                        img[None], scale_factor=self._resize_scale(*img.shape[-2:]), mode="bilinear",
+                        recompute_scale_factor=True, align_corners=False,
+                    )[0]
+                resized.append(img)
+            sizes = [tuple(img.shape[-2:]) for img in resized]
+            max_h, max_w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+            batch = resized[0].new_zeros((len(resized), 3, max_h, max_w))
+            for i, img in enumerate(resized):
+                batch[i, :, : img.shape[1], : img.shape[2]].copy_(img)
+
+        d = c.size_divisible
+        pad_h, pad_w = (-batch.shape[-2]) % d, (-batch.shape[-1]) % d
+        if pad_h or pad_w:
+            batch = F.pad(batch, (0, pad_w, 0, pad_h))
+
+        if targets is not None:
+            scaled = []
+            for t, (oh, ow), (h, w) in zip(targets, original_sizes, sizes):
+                t = dict(t)
+                if (oh, ow) != (h, w):
+                    t["boxes"] = _scale_boxes(t["boxes"], (oh, ow), (h, w))
+                scaled.append(t)
+            targets = scaled
+        return batch, sizes, original_sizes, targets
+
+    # -- the network ------------------------------------------------------------------------
+    def features(self, batch: Tensor) -> list[Tensor]:
+        """P3-P7 for a normalised, padded batch."""
+        return self.fpn(*self.backbone(batch))
+
+    def head_outputs(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """Run the network on a normalised, padded batch.
+
+        Returns:
+            ``(cls_logits [B, A, K], box_deltas [B, A, 4], anchors [A, 4], anchors per level)``.
+        """
+        feats = self.features(batch)
+        grid_sizes = [tuple(f.shape[-2:]) for f in feats]
+        anchors = self.anchor_generator(tuple(batch.shape[-2:]), grid_sizes, device=batch.device)
+        num_per_level = self.anchor_generator.num_anchors_per_level(tuple(batch.shape[-2:]), grid_sizes)
+        return self.class_subnet(feats), self.box_subnet(feats), anchors, num_per_level
+
+    def compute_loss(self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets) -> dict[str, Tensor]:
+        c = self.config
+        return retinanet_loss(
+            cls_logits, box_deltas, anchors, targets,
+            alpha=c.alpha, gamma=c.gamma, box_loss=c.box_loss, beta=c.smooth_l1_beta,
+            fg_iou=c.fg_iou, bg_iou=c.bg_iou, allow_low_quality=c.allow_low_quality,
+            normalize=c.loss_normalize, box_coder=self.box_coder,
+        )
+
+    def postprocess(self, cls_logits, box_deltas, anchors, num_per_level, sizes, original_sizes) -> list[dict[str, Tensor]]:
+        c = self.config
+        detections = postprocess_detections(
+            cls_logits, box_deltas, anchors, num_per_level, sizes,
+            c.score_thresh, c.topk_candidates, c.nms_thresh, c.detections_per_img, self.box_coder,
+        )
+        for det, size, orig in zip(detections, sizes, original_sizes):
+            if tuple(size) != tuple(orig):
+                det["boxes"] = _scale_boxes(det["boxes"], size, orig)
+        return detections
+
+    def forward(self, images, targets=None):
+        if self.training and targets is None:
+            raise ValueError("in train mode the model needs targets: model(images, targets); call model.eval() to detect")
+        batch, sizes, original_sizes, targets = self.preprocess(images, targets)
+        cls_logits, box_deltas, anchors, num_per_level = self.head_outputs(batch)
+        if self.training:
+            return self.compute_loss(cls_logits, box_deltas, anchors, targets)
+        return self.postprocess(cls_logits, box_deltas, anchors, num_per_level, sizes, original_sizes)
+
+
+def _scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]) -> Tensor:
+    """Scale xyxy boxes from an image of ``from_size = (h, w)`` to one of ``to_size`` (as torchvision)."""
+    ratio_h = torch.tensor(to_size[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
+        from_size[0], dtype=torch.float32, device=boxes.device
+    )
+    ratio_w = torch.tensor(to_size[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
+        from_size[1], dtype=torch.float32, device=boxes.device
+    )
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision -> retina_edu
+# ---------------------------------------------------------------------------------------------
+def _torchvision_key(key: str) -> str | None:
+    """Our parameter name for a torchvision RetinaNet state-dict key (None: not ours)."""
+    rules = [
+        ("backbone.body.", "backbone.body."),
+        ("backbone.fpn.extra_blocks.p6.", "fpn.p6."),
+        ("backbone.fpn.extra_blocks.p7.", "fpn.p7."),
+        ("head.classification_head.conv.", "class_subnet.convs."),
+        ("head.classification_head.cls_logits.", "class_subnet.out."),
+        ("head.regression_head.conv.", "box_subnet.convs."),
+        ("head.regression_head.bbox_reg.", "box_subnet.out."),
+    ]
+    for old, new in rules:
+        if key.startswith(old):
+            return new + key[len(old):]
+    for old, new in (("backbone.fpn.inner_blocks.", "fpn.lateral."), ("backbone.fpn.layer_blocks.", "fpn.output.")):
+        if key.startswith(old):  # inner_blocks.{i}.0.weight -> lateral.{i}.weight
+            i, _, rest = key[len(old):].split(".", 2)
+            return f"{new}{i}.{rest}"
+    return None
+
+
+def _torchvision_backbone_name(body: nn.Module) -> str:
+    blocks = [len(getattr(body, f"layer{i}")) for i in range(1, 5)]
+    bottleneck = isinstance(body.layer1[0], torchvision.models.resnet.Bottleneck)
+    table = {
+        (False, (2, 2, 2, 2)): "resnet18",
+        (False, (3, 4, 6, 3)): "resnet34",
+        (True, (3, 4, 6, 3)): "resnet50",
+        (True, (3, 4, 23, 3)): "resnet101",
+    }
+    try:
+        return table[(bottleneck, tuple(blocks))]
+    except KeyError:
+        raise ValueError(f"unsupported torchvision backbone with blocks {blocks}: a ResNet-18/34/50/101 is expected") from None
+
+
+def from_torchvision(tv_model: nn.Module) -> RetinaNet:
+    """A retina_edu ``RetinaNet`` with the configuration and weights of a torchvision RetinaNet.
+
+    Works for ``retinanet_resnet50_fpn`` (P6 from P5, heads without norm, L1 box loss) and
+    ``retinanet_resnet50_fpn_v2`` (P6 from C5, GroupNorm heads, GIoU), any class count, and
+    other ResNet depths built the same way. The result gives the same detections: torchvision's
+    anchors (truncated sizes, rounded corners, strides taken from the feature map sizes), its
+    resizing, padding to 32 and its 300 detections per image are all copied into the config.
+
+    Example (with internet, for COCO-trained weights)::
+
+        tv = torchvision.models.detection.retinanet_resnet50_fpn(weights="DEFAULT")
+        model = from_torchvision(tv).eval()
+    """
+    from torchvision.models.detection import RetinaNet as TVRetinaNet
+
+    if not isinstance(tv_model, TVRetinaNet):
+        raise ValueError(f"expected a torchvision.models.detection.RetinaNet, got {type(tv_model).__name__}")
+    body = tv_model.backbone.body
+    fpn = tv_model.backbone.fpn
+    cls_head = tv_model.head.classification_head
+    reg_head = tv_model.head.regression_head
+    first_block = cls_head.conv[0]
+    head_norm = "group" if any(isinstance(m, nn.GroupNorm) for m in first_block.modules()) else None
+    frozen = isinstance(body.bn1, FrozenBatchNorm2d)
+    gen = tv_model.anchor_generator
+    if len({tuple(r) for r in gen.aspect_ratios}) != 1:
+        raise ValueError("torchvision anchor generators with different aspect ratios per level are not supported")
+    transform = tv_model.transform
+    if getattr(transform, "fixed_size", None) is not None:
+        raise ValueError("torchvision models with a fixed_size transform are not supported")
+    loss_type = getattr(reg_head, "_loss_type", "l1")
+    if loss_type not in ("l1", "smooth_l1", "giou"):
+        raise ValueError(f"unsupported box loss {loss_type!r}")
+
+    config = RetinaNetConfig(
+        num_classes=cls_head.num_classes,
+        backbone=_torchvision_backbone_name(body),
+        frozen_bn=frozen,
+        fpn_channels=tv_model.backbone.out_channels,
+        p6_from="p5" if fpn.extra_blocks.use_P5 else "c5",
+        head_convs=len(cls_head.conv),
+        head_norm=head_norm,
+        anchor_sizes=tuple(tuple(s) for s in gen.sizes),
+        anchor_scales=None,
+        aspect_ratios=tuple(gen.aspect_ratios[0]),
+        round_anchors=True,
+        strides_from_grid=True,
+        resize=True,
+        min_size=int(transform.min_size[-1]),
+        max_size=int(transform.max_size),
+        size_divisible=int(transform.size_divisible),
+        image_mean=tuple(transform.image_mean),
+        image_std=tuple(transform.image_std),
+        score_thresh=float(tv_model.score_thresh),
+        topk_candidates=int(tv_model.topk_candidates),
+        nms_thresh=float(tv_model.nms_thresh),
+        detections_per_img=int(tv_model.detections_per_img),
+        fg_iou=float(tv_model.proposal_matcher.high_threshold),
+        bg_iou=float(tv_model.proposal_matcher.low_threshold),
+        allow_low_quality=bool(tv_model.proposal_matcher.allow_low_quality_matches),
+        box_loss="l1" if loss_type == "l1" else loss_type,
+        smooth_l1_beta=0.0 if loss_type == "l1" else 1.0,
+        loss_normalize="image",
+    )
+    model = RetinaNet(config=config)
+    load_torchvision_state_dict(model, tv_model.state_dict())
+    # FrozenBatchNorm's eps is not in the state dict (COCO weights set it to 0): copy it.
+    ours = dict(model.backbone.body.named_modules())
+    for name, module in body.named_modules():
+        if hasattr(module, "eps") and name in ours:
+            ours[name].eps = module.eps
+    return model.train(tv_model.training)
+
+
+def load_torchvision_state_dict(model: RetinaNet, state_dict: dict[str, Tensor]) -> None:
+    """Load a torchvision RetinaNet state dict into ``model``, renaming keys; every key must fit."""
+    renamed = {}
+    for key, value in state_dict.items():
+        new = _torchvision_key(key)
+        if new is None:
+            raise ValueError(f"unexpected key {key!r} in the torchvision state dict")
+        renamed[new] = value
+    missing, unexpected = model.load_state_dict(renamed, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"state dict does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
