@@ -64,7 +64,7 @@ test: install kernel browser-deps
 
 # Re-execute every notebook in place (keeps outputs for readers on GitHub).
 notebooks: install kernel data
-	env $(TEST_ENV) $(PY) -m retina_edu._tools.execute_notebooks notebooks/*.ipynb
+	env $(TEST_ENV) $(PY) tools/execute_notebooks.py $(or $(NB),notebooks/*.ipynb)
 
 bench: install
 	env $(TEST_ENV) $(PY) -m benchmarks.run_all

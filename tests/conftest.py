@@ -1,0 +1,20 @@
+"""Shared pytest fixtures. Keep them small and generic: every module's tests may use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small shapes dataset (24 images of 96 x 96, seed 0), made once per test session.
+
+    Returns the folder holding ``annotations.json`` and ``images/``; read it with
+    ``retina_edu.data.CocoDetection.from_folder(tiny_shapes)``. Treat it as read-only.
+    """
+    from retina_edu.data import make_shapes
+
+    return make_shapes(tmp_path_factory.mktemp("shapes") / "tiny", num_images=24, image_size=96, seed=0,
+                       workers=1, progress=False)
