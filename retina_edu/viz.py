@@ -250,3 +250,83 @@ def show_grid(
         show_detections(image, target, class_names, ax=ax, title=f"#{index} ({len(target['boxes'])} boxes)")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook set-up and the live training curve
+# ---------------------------------------------------------------------------------------------
+def setup_notebook(seed: int = 0, dpi: int = 80) -> None:
+    """The first line of every notebook: seeds, print precision, compact inline figures."""
+    import random
+
+    import matplotlib.pyplot as plt
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_printoptions(precision=3, sci_mode=False)
+    np.set_printoptions(precision=3, suppress=True)
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "figure.figsize": (6, 3.5), "axes.grid": False})
+
+
+class LiveLossPlot:
+    """A training callback that redraws the loss curves (and val AP) while training runs.
+
+    Use ``train(..., callbacks=[LiveLossPlot()])``. In Jupyter the figure updates in place every
+    ``every`` steps; elsewhere (a script, a test) it draws nothing until ``figure()`` is called.
+    """
+
+    def __init__(self, every: int = 10, smooth: int = 10):
+        self.every, self.smooth = every, smooth
+        self._handle = None
+
+    def __call__(self, event: str, history: Mapping[str, list]) -> None:
+        steps = history["train"]
+        if event == "step" and steps and steps[-1]["step"] % self.every != 0:
+            return
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover
+            return
+        if get_ipython() is None or not hasattr(get_ipython(), "kernel"):
+            return
+        import matplotlib.pyplot as plt
+
+        fig = self.figure(history)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+    def figure(self, history: Mapping[str, list]) -> Figure:
+        """The loss curves (raw and smoothed) and, when there are evaluations, AP against steps."""
+        import matplotlib.pyplot as plt
+
+        steps = history["train"]
+        evals = history.get("eval", [])
+        fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(9 if evals else 5, 3), squeeze=False)
+        ax = axes[0, 0]
+        if steps:
+            x = np.array([r["step"] for r in steps])
+            for key, color in (("loss", "k"), ("classification", "tab:blue"), ("bbox_regression", "tab:orange")):
+                y = np.array([r[key] for r in steps])
+                ax.plot(x, y, color=color, alpha=0.2, lw=0.8)
+                k = max(1, min(self.smooth, len(y)))
+                ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color=color, label=key)
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("step")
+        ax.set_title("training loss")
+        if evals:
+            ax = axes[0, 1]
+            ax.plot([e["step"] for e in evals], [e["AP"] for e in evals], "o-", label="AP")
+            ax.plot([e["step"] for e in evals], [e["AP50"] for e in evals], "o-", label="AP50")
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("step")
+            ax.set_title("val mAP")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
