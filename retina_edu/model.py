@@ -352,6 +352,11 @@ class RetinaNet(nn.Module):
         c = self.config
         return min(c.min_size / min(h, w), c.max_size / max(h, w))
 
+    def _resized_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size ``F.interpolate`` gives for ``_resize_scale`` (it floors); equal sizes skip the resize."""
+        scale = self._resize_scale(h, w)
+        return (math.floor(h * scale), math.floor(w * scale))
+
     def preprocess(
         self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
     ) -> tuple[Tensor, list[tuple[int, int]], list[tuple[int, int]], list[dict[str, Tensor]] | None]:
@@ -385,8 +390,8 @@ class RetinaNet(nn.Module):
         if isinstance(images, Tensor) or same_size:
             batch = images if isinstance(images, Tensor) else torch.stack(image_list)
             batch = (batch - self.image_mean.to(batch.dtype)) / self.image_std.to(batch.dtype)
-            if c.resize:
-                h, w = original_sizes[0]
+            h, w = original_sizes[0]
+            if c.resize and self._resized_size(h, w) != (h, w):
                 batch = F.interpolate(
                     batch, scale_factor=self._resize_scale(h, w), mode="bilinear",
                     recompute_scale_factor=True, align_corners=False,
@@ -396,7 +401,7 @@ class RetinaNet(nn.Module):
             resized = []
             for img in image_list:
                 img = (img - self.image_mean[0].to(img.dtype)) / self.image_std[0].to(img.dtype)
-                if c.resize:
+                if c.resize and self._resized_size(*img.shape[-2:]) != tuple(img.shape[-2:]):
                     img = F.interpolate(
                         img[None], scale_factor=self._resize_scale(*img.shape[-2:]), mode="bilinear",
                         recompute_scale_factor=True, align_corners=False,

@@ -11,6 +11,7 @@ Every dataset returns ``(image, target)`` with ``image`` a float tensor ``[3, H,
 """
 
 from .coco import CocoDetection
+from .folders import open_dataset
 from .download import (
     DATASETS,
     RemoteDataset,
@@ -70,6 +71,7 @@ __all__ = [
     "load_image",
     "make_shapes",
     "make_shapes_splits",
+    "open_dataset",
     "pennfudan_to_coco",
     "shape_coverage",
 ]
