@@ -569,6 +569,8 @@ def train(
     finally:
         bar.close()
 
+    if world > 1:
+        _average_buffers(_unwrap(model), world)
     if is_main:
         if val_data is not None and step == total_steps:
             metrics = _evaluate(model, val_data, device, history, step, steps_per_epoch, callbacks)
@@ -580,6 +582,15 @@ def train(
     result_model = _unwrap(model)
     result_model.eval()
     return TrainResult(result_model, history, checkpoint_path, metrics, preset)
+
+
+def _average_buffers(model: nn.Module, world: int) -> None:
+    """Average BatchNorm's running statistics over the processes, so that every rank ends with the
+    same model (DDP keeps parameters in sync, but each process updates its own running stats)."""
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf /= world
 
 
 def _evaluate(model, val_data, device, history, step, steps_per_epoch, callbacks):

@@ -1,0 +1,195 @@
+"""retina_edu.train: it learns, resumes exactly, stops on NaN, runs under torchrun, and the CLI works."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from retina_edu.__main__ import main as cli
+from retina_edu.data import CocoDetection
+from retina_edu.evaluate import coco_map
+from retina_edu.train import (
+    Preset,
+    TrainingDiverged,
+    choose_preset,
+    load_checkpoint,
+    load_model,
+    lr_factor,
+    save_checkpoint,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_preset(**overrides):
+    """The CPU preset shrunk for tests: small batch, no workers, frequent checkpoints."""
+    base = dict(batch_size=4, num_workers=0, epochs=2, warmup_steps=2, checkpoint_every=2, channels_last=False,
+                image_size=96)
+    base.update(overrides)
+    return Preset.cpu(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_shapes):
+    return CocoDetection.from_folder(tiny_shapes)
+
+
+def test_a_short_run_lowers_the_loss_and_finds_objects(tiny):
+    torch.set_num_threads(2)
+    preset = tiny_preset(epochs=30, batch_size=8, base_lr=4e-3, warmup_steps=5)
+    result = train(preset, tiny, progress=False)
+    losses = [r["loss"] for r in result.history["train"]]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    metrics = coco_map(result.model, tiny, progress=False)  # on the training images: it must have learned them
+    assert metrics.AP50 > 0.1, metrics
+
+
+def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny, tmp_path):
+    preset = tiny_preset(epochs=2)
+    straight = train(preset, tiny, out_dir=tmp_path / "a", progress=False)
+    first = train(preset, tiny, out_dir=tmp_path / "b", progress=False, max_steps=5)  # stops mid-epoch
+    assert len(first.history["train"]) == 5
+    resumed = train(preset, tiny, out_dir=tmp_path / "b", progress=False, resume=True)
+    assert [r["loss"] for r in resumed.history["train"]] == [r["loss"] for r in straight.history["train"]]
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+class Poisoned(torch.utils.data.Dataset):
+    """The tiny dataset with one image full of NaN."""
+
+    def __init__(self, base, bad):
+        self.base, self.bad, self.classes = base, bad, base.classes
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, target = self.base[i]
+        return (torch.full_like(image, float("nan")), target) if i in self.bad else (image, target)
+
+
+def test_nan_guard_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    preset = tiny_preset(epochs=1, checkpoint_every=1, hflip=False)
+    clean = train(preset, tiny, progress=False, max_steps=3)  # which images come at step 4?
+    order = list(torch.utils.data.DistributedSampler(tiny, num_replicas=1, rank=0, shuffle=True, seed=preset.seed))
+    bad = set(order[12:16])  # the fourth batch of 4
+    with pytest.raises(TrainingDiverged, match=r"at step 4 \(epoch 1, learning rate") as err:
+        train(preset, Poisoned(tiny, bad), out_dir=tmp_path, progress=False)
+    assert "last good checkpoint" in str(err.value) and "lower learning rate" in str(err.value)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 3 and len(clean.history["train"]) == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_checkpoints_are_written_atomically(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"format": "x", "a": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"format": "x", "a": Unpicklable()})
+    assert torch.load(path, weights_only=False)["a"] == 1  # the old checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temporary file is left
+
+
+def test_loading_something_else_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+        load_checkpoint(tmp_path)
+    torch.save({"weights": 1}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="not a retina-edu checkpoint"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.001)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert [lr_factor(s, 90, 0, "step") for s in (59, 60, 80)] == pytest.approx([1.0, 0.1, 0.01])
+    assert Preset(base_lr=0.01, batch_size=4).lr() == pytest.approx(0.0025)  # linear scaling rule
+    assert Preset(base_lr=0.01, batch_size=8).lr(num_processes=4) == pytest.approx(0.02)
+
+
+def test_preset_is_chosen_from_the_hardware():
+    preset, reason = choose_preset(device="cpu")
+    assert preset.name == "cpu" and "no GPU" in reason
+    assert choose_preset("gpu")[0].backbone == "resnet50"
+    with pytest.raises(ValueError, match="unknown preset"):
+        choose_preset("tpu")
+
+
+def run_torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_ddp_with_two_gloo_processes_trains_and_keeps_ranks_identical(tiny_shapes, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch, torch.distributed as dist
+        from retina_edu.data import CocoDetection
+        from retina_edu.train import Preset, train
+        data = CocoDetection.from_folder({str(tiny_shapes)!r})
+        preset = Preset.cpu(batch_size=4, num_workers=0, epochs=3, warmup_steps=2, channels_last=False, image_size=96)
+        result = train(preset, data, out_dir={str(tmp_path / "run")!r}, progress=False)
+        torch.save(result.model.state_dict(), f"{tmp_path}/rank{{dist.get_rank()}}.pt")
+        print("world", dist.get_world_size(), "steps", len(result.history["train"]))
+    """))
+    proc = run_torchrun(script)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world 2 steps 9" in proc.stdout  # 24 images / 2 processes / 4 per batch = 3 steps x 3 epochs
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["train"]
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_cli_train_evaluate_detect_end_to_end(tiny_shapes, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--data", str(tiny_shapes), "--val", str(tiny_shapes), "--out", str(run), "--preset", "cpu",
+                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--quiet"]) == 0
+    assert (run / "last.pt").is_file() and (run / "history.json").is_file()
+    assert "AP50" in capsys.readouterr().out
+    assert cli(["evaluate", "--checkpoint", str(run), "--data", str(tiny_shapes), "--quiet"]) == 0
+    assert "AP75" in capsys.readouterr().out
+    image = tiny_shapes / "images" / "000000.png"
+    assert cli(["detect", "--checkpoint", str(run / "last.pt"), str(image), "--out", str(tmp_path / "det"), "--score", "0"]) == 0
+    assert (tmp_path / "det" / "000000_detections.png").stat().st_size > 1000
+    model, names = load_model(run)
+    assert names == ["ellipse", "rectangle", "triangle", "ring"] and not model.training
+
+
+def test_cli_errors_name_the_problem(tiny_shapes, tmp_path, capsys):
+    assert cli(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown dataset format" in capsys.readouterr().err
+    # a checkpoint trained on 4 classes evaluated on a 1-class dataset
+    run = tmp_path / "run"
+    cli(["train", "--data", str(tiny_shapes), "--out", str(run), "--epochs", "1", "--batch-size", "8", "--workers", "0", "--quiet", "--preset", "cpu"])
+    capsys.readouterr()
+    one_class = tmp_path / "one"
+    (one_class / "images").mkdir(parents=True)
+    ann = json.loads((tiny_shapes / "annotations.json").read_text())
+    ann["categories"] = ann["categories"][:1]
+    ann["annotations"] = [a for a in ann["annotations"] if a["category_id"] == 1]
+    for img in ann["images"]:
+        (one_class / "images" / img["file_name"]).write_bytes((tiny_shapes / "images" / img["file_name"]).read_bytes())
+    (one_class / "annotations.json").write_text(json.dumps(ann))
+    assert cli(["evaluate", "--checkpoint", str(run), "--data", str(one_class)]) == 2
+    assert "trained on 4 classes" in capsys.readouterr().err
+    assert cli(["train", "--data", str(tiny_shapes), "--out", str(run), "--quiet"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
