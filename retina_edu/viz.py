@@ -1422,7 +1422,7 @@ def show_level_maps(
     names: Sequence[str] | None = None,
     vmax: float | None = 1.0,
     cmap: str = "inferno",
-    alpha: float = 0.7,
+    alpha: float = 0.6,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
     """One panel per pyramid level: a ``[H_l, W_l]`` map (e.g. the best class score at each
@@ -1488,6 +1488,7 @@ def draw_nms(
     score_thresh: float = 0.0,
     class_names: Sequence[str] | None = None,
     title: str | None = None,
+    captions: bool = True,
 ) -> dict[str, int]:
     """Draw candidates before and after non-maximum suppression on one image.
 
@@ -1503,6 +1504,7 @@ def draw_nms(
         score_thresh: candidates below it are not drawn at all.
         class_names: names by label for the captions.
         title: optional title (the counts are appended).
+        captions: write "class score" on the kept boxes (``False``: colours only, for crowded pictures).
 
     Returns:
         ``{"candidates": shown, "kept": after NMS}``.
@@ -1528,8 +1530,13 @@ def draw_nms(
     for x1, y1, x2, y2 in boxes_np[suppressed]:
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=(0.85, 0.85, 0.85),
                                linewidth=0.6, linestyle="--"))
-    draw_boxes(ax, boxes_np[keep], labels=None if labels_np is None else labels_np[keep], scores=scores_np[keep],
-               class_names=class_names, linewidth=1.2, fontsize=6)
+    kept_labels = None if labels_np is None else labels_np[keep]
+    if captions:
+        draw_boxes(ax, boxes_np[keep], labels=kept_labels, scores=scores_np[keep], class_names=class_names,
+                   linewidth=1.2, fontsize=6)
+    else:  # colour by class, no text
+        colors = _DEFAULT_COLOR if kept_labels is None else [class_color(label) for label in kept_labels]
+        draw_boxes(ax, boxes_np[keep], colors=colors, linewidth=1.2)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     counts = {"candidates": int(len(boxes_np)), "kept": int(len(keep))}
