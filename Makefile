@@ -49,13 +49,20 @@ lab: install kernel data
 		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 # Chromium for the browser tests: installed with apt-get where we may (CI runs as root);
-# elsewhere the browser tests skip and say why.
+# elsewhere the browser tests skip and say why. Quiet when there is nothing to do.
 browser-deps:
-	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "Installing Debian's chromium for the browser tests"; \
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
-		echo "Could not install chromium: the browser tests will skip"; \
+	@if ! [ -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "Installing Debian's chromium for the browser tests (log: $(BUILD)/apt-chromium.log)"; \
+			mkdir -p $(BUILD); \
+			if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >$(BUILD)/apt-chromium.log 2>&1; then \
+				tail -n 5 $(BUILD)/apt-chromium.log; \
+				echo "Could not install chromium: the browser tests will skip"; \
+			fi; \
+		else \
+			echo "No chromium, and apt-get as root is not available to install it: the browser tests will skip"; \
+		fi; \
 	fi
 
 test: install kernel browser-deps
