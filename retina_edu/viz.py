@@ -893,33 +893,40 @@ def draw_anchor_level(
             "grid": (grid_h, grid_w)}
 
 
+def _new_figure(figsize: tuple[float, float], pyplot: bool) -> Figure:
+    """A pyplot figure (shown inline by Jupyter) or a bare ``Figure`` (for a widget's ``Image``)."""
+    if pyplot:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=figsize)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
+def _png(fig: Figure) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def anchor_figure(image: Any, level: int = 0, scale_index: int = 0, ratio_index: int = 1,
-                  figsize: tuple[float, float] = (5, 5), **kwargs: Any) -> Figure:
+                  figsize: tuple[float, float] = (5, 5), pyplot: bool = True, **kwargs: Any) -> Figure:
     """A figure of :func:`draw_anchor_level` (the static twin of :func:`anchor_explorer`).
 
     Args:
         image: the image the anchors are drawn on.
         level, scale_index, ratio_index: which anchors (see :func:`draw_anchor_level`).
         figsize: figure size in inches.
+        pyplot: make it with pyplot (so that Jupyter shows it); ``False`` makes a bare ``Figure``.
         **kwargs: more arguments of :func:`draw_anchor_level` (strides, sizes, ..., max_boxes).
     """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize)
-    draw_anchor_level(ax, image, level, scale_index, ratio_index, **kwargs)
+    fig = _new_figure(figsize, pyplot)
+    draw_anchor_level(fig.add_subplot(), image, level, scale_index, ratio_index, **kwargs)
     fig.tight_layout()
     return fig
-
-
-def _show_in(out: Any, fig: Figure) -> None:
-    """Replace what the Output widget ``out`` shows with ``fig``, and close ``fig`` in pyplot."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    with out:
-        out.clear_output(wait=True)
-        display(fig)
-    plt.close(fig)
 
 
 def anchor_explorer(
@@ -945,8 +952,10 @@ def anchor_explorer(
         max_boxes: most anchors drawn as rectangles (see :func:`draw_anchor_level`).
 
     Returns:
-        An ``ipywidgets.VBox``: the controls (``.controls``: level, scale, ratio) above an ``Output``
-        with the figure. ``.figure`` is the figure last drawn and ``.draw_count`` counts redraws.
+        An ``ipywidgets.VBox``: the controls (``.controls``: level, scale, ratio) above an ``Image``
+        (``.image``) of the figure. ``.figure`` is the figure last drawn and ``.draw_count`` counts
+        redraws. The figure travels as PNG bytes in the ``Image`` widget, not through an ``Output``
+        widget, so the saved notebook keeps it and executing the notebook headless stays simple.
     """
     import ipywidgets as widgets
 
@@ -966,18 +975,19 @@ def anchor_explorer(
     ratio_w = widgets.SelectionSlider(
         options=[(f"{r:g}", i) for i, r in enumerate(aspect_ratios)], value=ratio_index, description="h/w",
         continuous_update=False, style=style)
-    out = widgets.Output()
-    box = widgets.VBox([widgets.HBox([level_w, scale_w, ratio_w]), out])
+    picture = widgets.Image(format="png")
+    box = widgets.VBox([widgets.HBox([level_w, scale_w, ratio_w]), picture])
     box.controls = {"level": level_w, "scale": scale_w, "ratio": ratio_w}
+    box.image = picture
     box.draw_count = 0
 
     def redraw(change: Any = None) -> None:
-        fig = anchor_figure(image, level_w.value, scale_w.value, ratio_w.value, figsize=figsize, strides=strides,
-                            sizes=sizes, scales=scales, aspect_ratios=aspect_ratios, offset=offset,
-                            max_boxes=max_boxes)
+        fig = anchor_figure(image, level_w.value, scale_w.value, ratio_w.value, figsize=figsize, pyplot=False,
+                            strides=strides, sizes=sizes, scales=scales, aspect_ratios=aspect_ratios,
+                            offset=offset, max_boxes=max_boxes)
         box.figure = fig
         box.draw_count += 1
-        _show_in(out, fig)
+        picture.value = _png(fig)
 
     for control in (level_w, scale_w, ratio_w):
         control.observe(redraw, names="value")
@@ -1069,6 +1079,7 @@ def matching_figure(
     bg_iou: float = 0.4,
     allow_low_quality: bool = True,
     figsize: tuple[float, float] = (10, 4.8),
+    pyplot: bool = True,
 ) -> Figure:
     """Label the anchors of one image with :func:`retina_edu.matching.match_anchors` and draw the result.
 
@@ -1084,11 +1095,11 @@ def matching_figure(
         bg_iou: IoU below which an anchor is negative (``bg_iou <= fg_iou``).
         allow_low_quality: also give each box its best anchor(s).
         figsize: figure size in inches.
+        pyplot: make it with pyplot (so that Jupyter shows it); ``False`` makes a bare ``Figure``.
 
     Returns:
         The figure; ``fig.match_counts`` holds :func:`match_counts` of the labelling.
     """
-    import matplotlib.pyplot as plt
     import torch
 
     from .boxes import box_iou
@@ -1103,7 +1114,8 @@ def matching_figure(
         best_iou = np.zeros(len(anchors))
     m = matches.numpy()
 
-    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, gridspec_kw={"width_ratios": [1.1, 1]})
+    fig = _new_figure(figsize, pyplot)
+    ax_img, ax_hist = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     drawn = draw_matching(ax_img, image, anchors, gt_boxes, matches)
     counts = drawn["counts"]
     ratio = counts["negative"] / max(counts["positive"], 1)
@@ -1156,7 +1168,8 @@ def matching_explorer(
 
     Returns:
         An ``ipywidgets.VBox``: the controls (``.controls``: fg_iou, bg_iou, low_quality) above an
-        ``Output`` with the figure; ``.figure`` is the figure last drawn, ``.draw_count`` counts redraws.
+        ``Image`` (``.image``) of the figure; ``.figure`` is the figure last drawn, ``.draw_count``
+        counts redraws.
     """
     import ipywidgets as widgets
 
@@ -1166,9 +1179,10 @@ def matching_explorer(
     bg_w = widgets.FloatSlider(value=bg_iou, min=0.0, max=0.95, step=0.05, description="bg IoU",
                                continuous_update=False, readout_format=".2f", style=style)
     low_w = widgets.Checkbox(value=allow_low_quality, description="low-quality matches", indent=False)
-    out = widgets.Output()
-    box = widgets.VBox([widgets.HBox([fg_w, bg_w, low_w]), out])
+    picture = widgets.Image(format="png")
+    box = widgets.VBox([widgets.HBox([fg_w, bg_w, low_w]), picture])
     box.controls = {"fg_iou": fg_w, "bg_iou": bg_w, "low_quality": low_w}
+    box.image = picture
     box.draw_count = 0
     busy = {"on": False}  # one redraw when a slider drags the other along
 
@@ -1183,10 +1197,11 @@ def matching_explorer(
                 fg_w.value = bg_w.value
         finally:
             busy["on"] = False
-        fig = matching_figure(image, anchors, gt_boxes, fg_w.value, bg_w.value, low_w.value, figsize=figsize)
+        fig = matching_figure(image, anchors, gt_boxes, fg_w.value, bg_w.value, low_w.value, figsize=figsize,
+                              pyplot=False)
         box.figure = fig
         box.draw_count += 1
-        _show_in(out, fig)
+        picture.value = _png(fig)
 
     for control in (fg_w, bg_w, low_w):
         control.observe(redraw, names="value")
