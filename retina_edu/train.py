@@ -285,10 +285,15 @@ def make_optimizer(model: nn.Module, preset: Preset, lr: float) -> torch.optim.O
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if preset.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=preset.momentum)
-    if preset.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {preset.optimizer!r}: choose 'sgd' or 'adamw'")
+        cls, kwargs = torch.optim.SGD, {"momentum": preset.momentum}
+    elif preset.optimizer == "adamw":
+        cls, kwargs = torch.optim.AdamW, {}
+    else:
+        raise ValueError(f"unknown optimizer {preset.optimizer!r}: choose 'sgd' or 'adamw'")
+    try:  # one fused kernel for all parameters instead of a dozen small ops per tensor
+        return cls(groups, lr=lr, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(groups, lr=lr, **kwargs)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -495,7 +500,9 @@ def train(
         max_steps: stop after this many steps in total (the schedule still spans all epochs):
             for tests and for splitting a run in pieces.
         model: train this model (e.g. a subclass with another loss) instead of building one from
-            ``preset.model_config``; its ``config`` is what the checkpoint records.
+            ``preset.model_config``; its ``config`` is what the checkpoint records. Any model with
+            torchvision's calling convention works (benchmarks train torchvision's RetinaNet with
+            this loop); one without a ``config`` is trained without checkpoints.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite. The last good checkpoint is kept.
@@ -521,9 +528,11 @@ def train(
     random.seed(preset.seed)
     if model is None:
         model = RetinaNet(config=preset.model_config(len(classes)))
-    elif model.num_classes != len(classes):
+    elif getattr(model, "num_classes", len(classes)) != len(classes):
         raise ValueError(f"the model has {model.num_classes} classes but the data has {len(classes)}: {classes}")
-    config = model.config
+    config = getattr(model, "config", None)
+    if config is None:
+        out_dir = None
     model = model.to(device)
     if preset.channels_last:
         model = model.to(memory_format=torch.channels_last)

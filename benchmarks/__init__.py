@@ -1,0 +1,1 @@
+"""Benchmarks: retina_edu side by side with torchvision's RetinaNet (``make bench``)."""
