@@ -18,6 +18,7 @@ gradient is zero, and training stalls (pytorch-retinanet #41, "loss stuck at 2.3
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,6 +31,7 @@ __all__ = [
     "GAMMA",
     "SMOOTH_L1_BETA",
     "binary_cross_entropy",
+    "focal_loss_per_image",
     "giou_loss",
     "retinanet_loss",
     "sigmoid_focal_loss",
@@ -188,6 +190,49 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "sum", eps: float
     return _reduce(1 - giou, reduction)
 
 
+def focal_loss_per_image(
+    cls_logits: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    alpha: float | None = ALPHA,
+    gamma: float = GAMMA,
+) -> Tensor:
+    """Per image, the focal loss summed over every class of every non-ignored anchor, for one-hot
+    targets: the fast path of ``retinanet_loss``.
+
+    Equal to ``(sigmoid_focal_loss(cls_logits, one_hot(labels)) * valid[..., None]).sum((1, 2))``
+    (``tests/test_losses.py`` checks values and gradients), but without building the ``[B, A, K]``
+    targets: all ``B * A * K`` entries are first scored as negatives (target 0), where the loss is
+    ``(1 - α) p^γ softplus(x)``, in a handful of passes over memory; then the few positive
+    entries swap that term for the positive one, ``α (1 - p)^γ softplus(-x)``.
+
+    Args:
+        cls_logits: ``Tensor[B, A, K]``.
+        labels: ``LongTensor[B, A]``: the class of each positive anchor, -1 elsewhere.
+        valid: ``BoolTensor[B, A]``: False for ignored anchors.
+
+    Returns:
+        ``Tensor[B]`` in float32 (or float64).
+    """
+    x = cls_logits.float() if cls_logits.dtype in (torch.float16, torch.bfloat16) else cls_logits
+    tiny = torch.finfo(x.dtype).tiny
+    w_pos, w_neg = (alpha, 1 - alpha) if alpha is not None and alpha >= 0 else (1.0, 1.0)
+
+    def modulate(q: Tensor) -> Tensor:  # q^γ, with γ = 2 as a product (the usual case)
+        if gamma == 0:
+            return torch.ones_like(q)
+        return q * q if gamma == 2 else q.clamp(min=tiny) ** gamma
+
+    p = torch.sigmoid(x)
+    as_negative = F.softplus(x) * modulate(p)  # -log(1 - p) p^γ
+    per_image = (as_negative.sum(-1) * valid).sum(-1) * w_neg
+
+    img, anchor = (labels >= 0).nonzero(as_tuple=True)
+    xp, pp = x[img, anchor, labels[img, anchor]], p[img, anchor, labels[img, anchor]]
+    swap = w_pos * F.softplus(-xp) * modulate(1 - pp) - w_neg * F.softplus(xp) * modulate(pp)
+    return per_image.index_add(0, img, swap)
+
+
 def validate_targets(targets: list[dict[str, Tensor]], num_classes: int | None = None) -> None:
     """Raise ``ValueError`` naming the image, the box and the problem for malformed targets.
 
@@ -209,28 +254,34 @@ def validate_targets(targets: list[dict[str, Tensor]], num_classes: int | None =
         if not isinstance(labels, Tensor) or labels.shape != boxes.shape[:1]:
             shape = list(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
             raise ValueError(f"target {i}: 'labels' must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
-        if boxes.numel() == 0:
-            continue
-        bad = ~torch.isfinite(boxes).all(dim=1)
-        if bool(bad.any()):
-            j = int(bad.nonzero()[0])
-            raise ValueError(f"target {i}: box {j} {boxes[j].tolist()} is not finite")
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bool(bad.any()):
-            j = int(bad.nonzero()[0])
-            b = boxes[j].tolist()
-            what = "x2 <= x1" if b[2] <= b[0] else "y2 <= y1"
-            raise ValueError(f"target {i}: box {j} {[round(v, 2) for v in b]} has {what} (zero or negative size)")
         if labels.is_floating_point():
             raise ValueError(f"target {i}: 'labels' must be integers, got {labels.dtype}")
-        if num_classes is not None:
-            bad = (labels < 0) | (labels >= num_classes)
-            if bool(bad.any()):
-                j = int(bad.nonzero()[0])
-                raise ValueError(
-                    f"target {i}: box {j} has label {int(labels[j])}, outside [0, {num_classes}) "
-                    f"(labels are contiguous 0..K-1; there is no background class)"
-                )
+
+    # The value checks run once on all boxes of the batch (one sync), not image by image.
+    counts = [int(t["boxes"].shape[0]) for t in targets]
+    if sum(counts) == 0:
+        return
+    boxes = torch.cat([t["boxes"] for t in targets])
+    labels = torch.cat([t["labels"] for t in targets])
+    not_finite = ~torch.isfinite(boxes).all(dim=1)
+    degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    bad_label = (labels < 0) | (labels >= num_classes) if num_classes is not None else torch.zeros_like(degenerate)
+    bad = not_finite | degenerate | bad_label
+    if not bool(bad.any()):
+        return
+    k = int(bad.nonzero()[0])
+    i = int(np.searchsorted(np.cumsum(counts), k, side="right"))
+    j = k - sum(counts[:i])
+    b = boxes[k].tolist()
+    if not_finite[k]:
+        raise ValueError(f"target {i}: box {j} {b} is not finite")
+    if degenerate[k]:
+        what = "x2 <= x1" if b[2] <= b[0] else "y2 <= y1"
+        raise ValueError(f"target {i}: box {j} {[round(v, 2) for v in b]} has {what} (zero or negative size)")
+    raise ValueError(
+        f"target {i}: box {j} has label {int(labels[k])}, outside [0, {num_classes}) "
+        f"(labels are contiguous 0..K-1; there is no background class)"
+    )
 
 
 def retinanet_loss(
@@ -302,10 +353,10 @@ def retinanet_loss(
     index = matches.clamp(min=0)
 
     # Classification: one-hot targets for positives, zeros for negatives, ignored anchors masked.
-    matched_labels = gt_labels.gather(1, index)
-    cls_targets = F.one_hot(matched_labels, num_classes).to(cls_logits.dtype) * positive[..., None]
-    cls_loss = sigmoid_focal_loss(cls_logits, cls_targets, alpha, gamma, reduction="none")
-    cls_per_image = (cls_loss * valid[..., None]).sum(dim=(1, 2))  # [B]
+    # Written plainly it is `(sigmoid_focal_loss(cls_logits, one_hot targets) * valid).sum()`;
+    # focal_loss_per_image computes the same without building the [B, A, K] targets.
+    matched_labels = torch.where(positive, gt_labels.gather(1, index), -1)
+    cls_per_image = focal_loss_per_image(cls_logits, matched_labels, valid, alpha, gamma)  # [B]
 
     # Box regression on positives only (boolean indexing: no work for the ~99.9% negatives).
     image_of_pos = positive.nonzero()[:, 0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from .boxes import box_iou, check_boxes
 
@@ -40,17 +41,16 @@ def pad_boxes(boxes: list[Tensor], labels: list[Tensor] | None = None) -> tuple[
         (at least 1, so that shapes stay non-empty); padded rows are zeros and ``mask`` False.
     """
     batch = len(boxes)
-    m = max([1] + [int(b.shape[0]) for b in boxes])
-    ref = boxes[0] if batch else torch.zeros(0, 4)
-    out = ref.new_zeros((batch, m, 4))
-    mask = torch.zeros((batch, m), dtype=torch.bool, device=ref.device)
-    lab = None if labels is None else torch.zeros((batch, m), dtype=torch.int64, device=ref.device)
-    for i, b in enumerate(boxes):
-        n = int(b.shape[0])
-        out[i, :n] = b
-        mask[i, :n] = True
-        if lab is not None:
-            lab[i, :n] = labels[i]
+    if batch == 0:
+        raise ValueError("pad_boxes needs at least one image")
+    counts = torch.tensor([int(b.shape[0]) for b in boxes], device=boxes[0].device)
+    m = max(1, int(counts.max()))
+    # pad_sequence copies in C++, one call for the batch; an extra all-padding row keeps m >= 1.
+    out = pad_sequence([*boxes, boxes[0].new_zeros((m, 4))], batch_first=True)[:batch]
+    mask = torch.arange(m, device=counts.device)[None, :] < counts[:, None]
+    lab = None
+    if labels is not None:
+        lab = pad_sequence([*[l.long() for l in labels], labels[0].new_zeros(m, dtype=torch.int64)], batch_first=True)[:batch]
     return out, mask, lab
 
 

@@ -12,6 +12,7 @@ from torchvision.models.detection._utils import Matcher
 from retina_edu.anchors import generate_anchors
 from retina_edu.losses import (
     binary_cross_entropy,
+    focal_loss_per_image,
     giou_loss,
     retinanet_loss,
     sigmoid_focal_loss,
@@ -199,3 +200,22 @@ def test_loss_at_prior_init_is_what_the_formula_predicts():
 def test_bad_targets_raise_value_error_naming_image_and_box(targets, message):
     with pytest.raises(ValueError, match=message):
         validate_targets(targets, num_classes=3)
+
+
+@pytest.mark.parametrize("alpha", [0.25, None])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_focal_loss_per_image_equals_the_plain_formula(alpha, gamma, dtype):
+    g = torch.Generator().manual_seed(int(gamma * 10) + (alpha is None))
+    logits = (torch.randn(3, 500, 4, generator=g, dtype=dtype) * 3 - 2)
+    labels = torch.where(torch.rand(3, 500, generator=g) < 0.05, torch.randint(0, 4, (3, 500), generator=g), -1)
+    valid = torch.rand(3, 500, generator=g) > 0.1
+    valid |= labels >= 0
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    fast = focal_loss_per_image(a, labels, valid, alpha, gamma)
+    targets = F.one_hot(labels.clamp(min=0), 4).to(dtype) * (labels >= 0)[..., None]
+    plain = (sigmoid_focal_loss(b, targets, alpha, gamma) * valid[..., None]).sum((1, 2))
+    torch.testing.assert_close(fast, plain)
+    fast.sum().backward()
+    plain.sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
