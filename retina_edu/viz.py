@@ -149,7 +149,7 @@ def draw_boxes(
         if len(box_colors) != n:
             raise ValueError(f"draw_boxes: {n} boxes but {len(box_colors)} colors")
 
-    rectangles, captions = [], []
+    rectangles, captions, captioned = [], [], []
     for i, (x1, y1, x2, y2) in enumerate(xyxy):
         rect = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=box_colors[i], linewidth=linewidth)
         rectangles.append(ax.add_patch(rect))
@@ -165,7 +165,53 @@ def draw_boxes(
                 x1, y1, " ".join(parts), fontsize=fontsize, color="white", va="bottom", ha="left", clip_on=True,
                 bbox={"facecolor": box_colors[i], "alpha": 0.8, "pad": 1.0, "edgecolor": "none"},
             ))
+            captioned.append((x1, y1, x2, y2))
+    _place_captions(ax, captions, captioned)
     return rectangles + captions
+
+
+def _place_captions(ax: Axes, captions: Sequence[Any], boxes: Sequence[Sequence[float]]) -> None:
+    """Move each caption to a free spot on its box's outline: above the box or just inside its top
+    edge, left- or right-aligned, then below the box or inside its bottom edge; free means that it
+    overlaps no caption placed before it and stays inside the axes.
+
+    Captions are placed in order, so the first boxes (e.g. the best-scoring detections) keep the usual
+    spot above the box's top-left corner; when no spot is free, the one with the least overlap wins.
+    Best effort: positions are measured with the figure's current layout, and nothing moves when the
+    figure has no renderer (a bare ``Figure`` without a canvas).
+    """
+    if not captions:
+        return
+    try:
+        renderer = ax.figure.canvas.get_renderer()
+    except AttributeError:
+        return
+    frame = ax.get_window_extent(renderer)
+
+    def overlap(a: Any, b: Any) -> float:
+        return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+    placed: list[Any] = []
+    for text, (x1, y1, x2, y2) in zip(captions, boxes):
+        spots = [(x, y, ha, va) for y, va in ((y1, "bottom"), (y1, "top")) for x, ha in ((x1, "left"), (x2, "right"))]
+        spots += [(x, y, ha, va) for y, va in ((y2, "top"), (y2, "bottom")) for x, ha in ((x1, "left"), (x2, "right"))]
+        best, best_cost = spots[0], None
+        for spot in spots:
+            text.set_position(spot[:2])
+            text.set_ha(spot[2])
+            text.set_va(spot[3])
+            extent = text.get_window_extent(renderer).padded(1.0)
+            outside = (extent.x0 < frame.x0 - 1 or extent.x1 > frame.x1 + 1
+                       or extent.y0 < frame.y0 - 1 or extent.y1 > frame.y1 + 1)
+            cost = sum(overlap(extent, other) for other in placed) + (1e9 if outside else 0.0)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = spot, cost
+            if cost == 0:
+                break
+        text.set_position(best[:2])
+        text.set_ha(best[2])
+        text.set_va(best[3])
+        placed.append(text.get_window_extent(renderer).padded(1.0))
 
 
 def show_detections(
@@ -206,9 +252,9 @@ def show_detections(
         boxes = _to_numpy(boxes).reshape(-1, 4)[keep]
         labels = None if labels is None else _to_numpy(labels).reshape(-1)[keep]
         scores = _to_numpy(scores).reshape(-1)[keep]
-    draw_boxes(ax, boxes, labels=labels, scores=scores, class_names=class_names, fmt=fmt)
-    ax.set_xlim(0, width)  # boxes poking out must not shrink the image
+    ax.set_xlim(0, width)  # boxes poking out must not shrink the image (and captions are placed in this view)
     ax.set_ylim(height, 0)
+    draw_boxes(ax, boxes, labels=labels, scores=scores, class_names=class_names, fmt=fmt)
     return ax
 
 
@@ -477,13 +523,14 @@ class _FocalPanels:
         ax_loss.set_ylim(0, 5)
         ax_loss.set_title("loss (a positive example)", fontsize=9)
         ax_loss.legend(fontsize=7, loc="upper right")
-        ax_factor.axhline(1.0, color="0.45", ls="--", lw=1.2)
-        (self.factor_line,) = ax_factor.plot(self.p_t, ref["factor"], color="#9467bd", lw=2)
+        ax_factor.axhline(1.0, color="0.45", ls="--", lw=1.2, label="CE (factor 1)")
+        (self.factor_line,) = ax_factor.plot(self.p_t, ref["factor"], color="#9467bd", lw=2, label="FL")
         (self.factor_dot,) = ax_factor.plot([p_mark], [0.0], "o", color="#9467bd", ms=4)
         self.factor_text = ax_factor.text(0.97, 0.6, "", transform=ax_factor.transAxes, ha="right", fontsize=8,
                                           bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
         ax_factor.set_ylim(0, 1.05)
         ax_factor.set_title("modulating factor $(1-p_t)^\\gamma$", fontsize=9)
+        ax_factor.legend(fontsize=7, loc="lower left")
         ax_grad.plot(self.p_t, ref["ce_grad"], color="0.45", ls="--", lw=1.2, label="CE")
         (self.grad_line,) = ax_grad.plot(self.p_t, ref["grad"], color="#d62728", lw=2, label="FL")
         ax_grad.axhline(0.0, color="0.6", lw=0.8)
@@ -661,13 +708,17 @@ def _draw_share_bars(ax: Axes, columns: Sequence[tuple[str, Mapping[str, float]]
     for name, color in zip(LOSS_GROUPS, _GROUP_COLORS):
         heights = np.array([100 * shares[name] for _, shares in columns])
         ax.bar(positions, heights, bottom=bottom, color=color, width=0.6, label=name)
+        top_group = name == LOSS_GROUPS[-1]
         for x, h, b in zip(positions, heights, bottom):
-            if h >= 4:
+            if top_group and h < 7:  # too thin to hold its label: write it above the bar
+                ax.text(x, b + h + 1.5, f"{h:.0f}%", ha="center", va="bottom", fontsize=8, color="black")
+            elif h >= 4:
                 ax.text(x, b + h / 2, f"{h:.0f}%", ha="center", va="center", fontsize=8,
                         color="white" if color == _GROUP_COLORS[1] else "black")
         bottom += heights
     ax.set_xticks(positions, [label for label, _ in columns], fontsize=8)
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 109)  # head room for the labels of thin top segments
+    ax.set_yticks(range(0, 101, 20))
     ax.set_xlim(-0.6, len(columns) - 0.4)
     ax.set_ylabel("share of the total loss (%)")
     handles, labels = ax.get_legend_handles_labels()  # top to bottom, as stacked
@@ -1015,9 +1066,10 @@ def draw_matching(
     ignored_boxes: bool = False,
     negative_alpha: float = 0.35,
 ) -> dict[str, Any]:
-    """Draw how anchors are labelled: positives as boxes in their object's colour, ignored anchors as
-    orange crosses at their centres (or dashed boxes), negatives as faint dots at their centres (one
-    per location, however many of its anchors are negative), ground-truth boxes as thick outlines.
+    """Draw how anchors are labelled: positives as thin boxes in their object's colour with a dot at
+    their centre, ignored anchors as orange crosses at their centres (or dashed boxes), negatives as
+    small white dots at their centres (one per location, however many of its anchors are negative),
+    ground-truth boxes as thick outlines. Each object has its own colour (:func:`gt_color`).
 
     Args:
         ax: matplotlib axes.
@@ -1030,8 +1082,8 @@ def draw_matching(
 
     Returns:
         ``{"gt": [Rectangle] (two per box: a white halo and the colour), "positive": [Rectangle],
-        "ignored": PathCollection, "ignored_boxes": [Rectangle], "negative": PathCollection,
-        "counts": match_counts(matches)}``.
+        "positive_centres": PathCollection, "ignored": PathCollection, "ignored_boxes": [Rectangle],
+        "negative": PathCollection, "counts": match_counts(matches)}``.
     """
     from matplotlib.patches import Rectangle
 
@@ -1044,8 +1096,8 @@ def draw_matching(
     height, width = to_display_array(image).shape[:2]
     centres = (anchors_np[:, :2] + anchors_np[:, 2:]) / 2
     negative_centres = np.unique(np.round(centres[m == -1], 3), axis=0).reshape(-1, 2)
-    negatives = ax.scatter(negative_centres[:, 0], negative_centres[:, 1], s=2, c=MATCH_COLORS["negative"],
-                           alpha=negative_alpha, linewidths=0, zorder=2, label="negative (centres)")
+    negatives = ax.scatter(negative_centres[:, 0], negative_centres[:, 1], s=4, c="white",
+                           alpha=min(1.0, 2 * negative_alpha), linewidths=0, zorder=2, label="negative (centres)")
     ignored_centres = np.unique(np.round(centres[m == -2], 3), axis=0).reshape(-1, 2)
     ignored = ax.scatter(ignored_centres[:, 0], ignored_centres[:, 1], s=18, marker="x", c=MATCH_COLORS["ignored"],
                          linewidths=1.0, zorder=4, label="ignored (centres)")
@@ -1058,7 +1110,12 @@ def draw_matching(
     for i in np.flatnonzero(m >= 0):
         x1, y1, x2, y2 = anchors_np[i]
         positives.append(ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=gt_color(m[i]),
-                                                linewidth=0.7, alpha=0.6, zorder=3)))
+                                                linewidth=0.6, alpha=0.6, zorder=3)))
+    # A dot at each positive's centre (one per location and object), so that the positives of small
+    # objects, whose boxes pile up, can still be told apart.
+    pos_keys = np.unique(np.column_stack([np.round(centres[m >= 0], 3), m[m >= 0]]), axis=0).reshape(-1, 3)
+    positive_centres = ax.scatter(pos_keys[:, 0], pos_keys[:, 1], s=10, c=[gt_color(int(j)) for j in pos_keys[:, 2]],
+                                  edgecolors="white", linewidths=0.5, zorder=4, label="positive (centres)")
     gts = []
     for j, (x1, y1, x2, y2) in enumerate(gt_np):
         gts.append(ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=3.4,
@@ -1067,8 +1124,8 @@ def draw_matching(
                                           zorder=6)))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
-    return {"gt": gts, "positive": positives, "ignored": ignored, "ignored_boxes": dashed, "negative": negatives,
-            "counts": match_counts(m)}
+    return {"gt": gts, "positive": positives, "positive_centres": positive_centres, "ignored": ignored,
+            "ignored_boxes": dashed, "negative": negatives, "counts": match_counts(m)}
 
 
 def matching_figure(
@@ -1121,15 +1178,19 @@ def matching_figure(
     ratio = counts["negative"] / max(counts["positive"], 1)
     ax_img.set_title(f"{counts['positive']} positive · {counts['ignored']} ignored · {counts['negative']} negative\n"
                      f"(1 positive : {ratio:.0f} negatives)", fontsize=8)
+    from matplotlib.legend_handler import HandlerTuple
     from matplotlib.lines import Line2D
 
+    object_colours = tuple(Line2D([], [], color=gt_color(j), linewidth=2) for j in range(max(1, min(len(gt_boxes), 4))))
     handles = [
-        Line2D([], [], color=gt_color(0), linewidth=2, label="box (thick) and its positives"),
-        Line2D([], [], color=MATCH_COLORS["ignored"], marker="x", linestyle="none", label="ignored"),
-        Line2D([], [], color="#888888", marker=".", linestyle="none", label="negative"),
+        object_colours,
+        Line2D([], [], color=MATCH_COLORS["ignored"], marker="x", linestyle="none"),
+        Line2D([], [], color="white", marker="o", markersize=3, markeredgecolor="0.4", linestyle="none"),
     ]
-    ax_img.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, fontsize=7,
-                  frameon=False, handlelength=1.5, columnspacing=1.0)
+    labels = ["one colour per object: its box (thick), its positive anchors (thin), their centres (dots)",
+              "ignored anchors (centres)", "negative anchors (centres: one dot per location of 9 anchors)"]
+    ax_img.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, loc="upper left",
+                  bbox_to_anchor=(0.0, -0.01), ncol=1, fontsize=7, frameon=False, handlelength=3.0)
     bins = np.linspace(0, 1, 51)
     groups = [(best_iou[m == -1], "negative"), (best_iou[m == -2], "ignored"), (best_iou[m >= 0], "positive")]
     ax_hist.hist([g for g, _ in groups], bins=bins, stacked=True, log=True,
@@ -1138,11 +1199,27 @@ def matching_figure(
     ax_hist.axvline(bg_iou, color="k", linestyle=":", linewidth=1.2, label=f"bg_iou = {bg_iou:.2f}")
     ax_hist.axvline(fg_iou, color="k", linestyle="--", linewidth=1.2, label=f"fg_iou = {fg_iou:.2f}")
     ax_hist.set_xlim(0, 1)
+    ax_hist.set_ylim(bottom=0.4)
+    # Low-quality positives (IoU < fg_iou) sit on top of thousands of negatives: invisible on a log
+    # scale, so mark them under the bars.
+    low_quality = best_iou[(m >= 0) & (best_iou < fg_iou)]
+    if len(low_quality):
+        ax_hist.scatter(low_quality, np.full(len(low_quality), 0.55), marker="^", s=45, c=MATCH_COLORS["positive"],
+                        edgecolors="black", linewidths=0.6, zorder=5, clip_on=False)
+        lo, hi = float(low_quality.min()), float(low_quality.max())
+        span = f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}"
+        plural = "s" if len(low_quality) != 1 else ""
+        note = (f"▲ {len(low_quality)} low-quality positive{plural} (IoU {span}):\n"
+                f"stacked on the negatives of {'their' if plural else 'its'} bin,\ntoo few to see on a log scale")
+        ax_hist.annotate(note, xy=(float(np.median(low_quality)), 0.55),
+                         xytext=(0.98, 0.97), textcoords="axes fraction", fontsize=7, ha="right", va="top",
+                         arrowprops={"arrowstyle": "->", "color": "0.25", "lw": 0.8, "shrinkB": 5},
+                         bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2})
     ax_hist.set_xlabel("best IoU of the anchor with any box")
     ax_hist.set_ylabel("anchors (log scale)")
     low = "with" if allow_low_quality else "without"
     ax_hist.set_title(f"{len(m)} anchors, {low} low-quality matches", fontsize=8)
-    ax_hist.legend(fontsize=7, loc="upper right")
+    ax_hist.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.match_counts = counts
     return fig
@@ -1284,8 +1361,8 @@ def show_feature_maps(
                 continue
             label, panel = panels[i]
             ax.imshow(_normalised(panel), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.text(0.02, 0.02, label, transform=ax.transAxes, fontsize=6, color="white", va="bottom",
-                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "edgecolor": "none"})
+            ax.text(0.03, 0.03, label, transform=ax.transAxes, fontsize=7.5, color="white", va="bottom",
+                    bbox={"facecolor": "black", "alpha": 0.65, "pad": 1.0, "edgecolor": "none"})
             if i == 0:
                 ax.set_title(title, fontsize=8)
     fig.tight_layout(pad=0.3)
@@ -1607,5 +1684,176 @@ def nms_explorer(
 
     for control in (iou_w, score_w):
         control.observe(redraw, names="value")
+    redraw()
+    return box
+
+
+# ---------------------------------------------------------------------------------------------
+# --- ablation figures (notebook 09) ---
+# ---------------------------------------------------------------------------------------------
+def plot_ablation_bars(
+    values: Mapping[str, Sequence[float]],
+    ax: Axes | None = None,
+    title: str | None = None,
+    ylabel: str = "AP",
+    reference: Mapping[str, float] | None = None,
+    colors: Mapping[str, Any] | None = None,
+) -> Axes:
+    """One bar per setting at the mean over seeds, each seed a dot, the spread (min to max) a line.
+
+    Args:
+        values: ``{setting: [metric of seed 0, seed 1, ...]}`` in the order to draw; a NaN (a run
+            that diverged) is left out of the mean and written under the bar.
+        ax: axes to draw on; ``None`` makes a new figure.
+        title, ylabel: labels.
+        reference: optional ``{setting: value}`` drawn as a black tick on each bar (e.g. the
+            paper's AP, on its own scale: say so in the label).
+        colors: optional colour per setting.
+
+    Returns:
+        The axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, (label, vals) in enumerate(values.items()):
+        v = np.asarray([float(x) for x in vals], dtype=np.float64)
+        ok = v[np.isfinite(v)]
+        color = (colors or {}).get(label, _PALETTE[i % len(_PALETTE)])
+        if len(ok):
+            ax.bar(i, ok.mean(), color=color, alpha=0.55, width=0.7)
+            ax.plot([i, i], [ok.min(), ok.max()], color="black", lw=1)
+            ax.plot(np.full(len(ok), i) + np.linspace(-0.12, 0.12, len(ok)), ok, "o", color=color, mec="black",
+                    mew=0.5, ms=4)
+        if len(ok) < len(v):
+            ax.text(i, 0, f"{len(v) - len(ok)} diverged", ha="center", va="bottom", fontsize=6, rotation=90)
+        if reference and label in reference:
+            ax.plot([i - 0.35, i + 0.35], [reference[label]] * 2, color="black", lw=2)
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels(list(values), fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_loss_cdfs(
+    curves: Mapping[Any, tuple[Any, Any]],
+    ax: Axes | None = None,
+    title: str | None = None,
+    label_format: str = "γ = {}",
+) -> Axes:
+    """The paper's Figure 4: cumulative normalised loss against the fraction of samples.
+
+    Args:
+        curves: ``{γ: (fraction, cumulative)}`` as :func:`retina_edu.ablations.loss_cdf` returns
+            them, in the order to draw.
+        ax: axes to draw on; ``None`` makes a new figure.
+        title: e.g. "negative anchors".
+        label_format: legend text for a key.
+
+    Returns:
+        The axes; the diagonal (every sample carrying the same loss) is drawn dotted.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots()
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(1, len(curves))))
+    for color, (key, (fraction, cumulative)) in zip(colors, curves.items()):
+        x = np.concatenate([[0.0], _to_numpy(fraction).astype(np.float64)])
+        y = np.concatenate([[0.0], _to_numpy(cumulative).astype(np.float64)])
+        ax.plot(x, y, color=color, lw=1.5, label=label_format.format(key))
+    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("fraction of samples (sorted by loss)")
+    ax.set_ylabel("cumulative normalised loss")
+    ax.legend(fontsize=7, loc="upper left")
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def _cdf_arrays(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.sort(np.asarray(losses, dtype=np.float64))
+    total = s.sum()
+    cum = np.cumsum(s) / total if total > 0 else np.zeros_like(s)
+    return np.concatenate([[0.0], np.arange(1, len(s) + 1) / len(s)]), np.concatenate([[0.0], cum])
+
+
+def _anchor_focal_losses(positive: Any, negative: Any, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-anchor focal loss (no α): the true class of each positive, the K classes of each negative summed."""
+    import torch
+
+    from .losses import sigmoid_focal_loss
+
+    pos = torch.as_tensor(positive).double()
+    neg = torch.as_tensor(negative).double()
+    pos_loss = sigmoid_focal_loss(pos, torch.ones_like(pos), alpha=None, gamma=gamma)
+    neg_loss = sigmoid_focal_loss(neg, torch.zeros_like(neg), alpha=None, gamma=gamma)
+    if neg_loss.dim() > 1:
+        neg_loss = neg_loss.sum(dim=-1)
+    return pos_loss.numpy(), neg_loss.numpy()
+
+
+def _hardest_share_np(losses: np.ndarray, fraction: float) -> float:
+    k = max(1, math.ceil(fraction * len(losses) - 1e-9))
+    return float(np.sort(losses)[-k:].sum() / losses.sum())
+
+
+def loss_cdf_explorer(positive: Any, negative: Any, gamma: float = 2.0, figsize: tuple[float, float] = (9, 3.4)):
+    """A γ slider over the paper's Figure 4 for one trained model's anchors.
+
+    Args:
+        positive: ``[P]`` logits of the positive anchors' true classes.
+        negative: ``[N, K]`` (or ``[N]``) logits of negative anchors.
+        gamma: the slider's start.
+        figsize: of the two panels (positives, negatives).
+
+    Returns:
+        An ``ipywidgets.VBox`` (slider, readout, image) with ``.controls["gamma"]``, ``.readout``,
+        ``.figure`` and ``.shares`` (the hardest 10 % of each group's share of its loss at the
+        slider's γ). The γ = 0 (cross entropy) curve stays in grey for reference.
+    """
+    import ipywidgets as widgets
+    from matplotlib.figure import Figure
+
+    gamma_w = widgets.FloatSlider(value=gamma, min=0.0, max=5.0, step=0.5, description="γ", continuous_update=False,
+                                  readout_format=".1f")
+    readout = widgets.HTML()
+    image_w = widgets.Image(format="png")
+    figure = Figure(figsize=figsize, dpi=80)
+    axes = figure.subplots(1, 2)
+    ce = _anchor_focal_losses(positive, negative, 0.0)
+    box = widgets.VBox([gamma_w, readout, image_w])
+    box.controls, box.readout, box.image, box.figure = {"gamma": gamma_w}, readout, image_w, figure
+
+    def redraw(_change: Any = None) -> None:
+        g = float(gamma_w.value)
+        fl = _anchor_focal_losses(positive, negative, g)
+        box.shares = {}
+        for ax, name, ref, cur in zip(axes, ("positive", "negative"), ce, fl):
+            ax.clear()
+            ax.plot(*_cdf_arrays(ref), color="0.6", lw=1.2, label="γ = 0 (CE)")
+            ax.plot(*_cdf_arrays(cur), color="#d62728", lw=1.8, label=f"γ = {g:.1f}")
+            ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
+            ax.axvline(0.9, color="0.8", lw=0.8)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("fraction of samples (sorted by loss)")
+            ax.set_ylabel("cumulative normalised loss")
+            ax.set_title(f"{name} anchors ({len(cur):,})", fontsize=9)
+            ax.legend(fontsize=7, loc="upper left")
+            box.shares[name] = _hardest_share_np(cur, 0.1)
+        figure.tight_layout()
+        readout.value = (f"γ = {g:.1f}: the hardest 10% of the negatives carry <b>{box.shares['negative']:.0%}</b> "
+                         f"of the negatives' loss (γ = 0: {_hardest_share_np(ce[1], 0.1):.0%}); the hardest 10% "
+                         f"of the positives carry <b>{box.shares['positive']:.0%}</b> (γ = 0: {_hardest_share_np(ce[0], 0.1):.0%})")
+        image_w.value = _figure_png(figure)
+
+    gamma_w.observe(redraw, names="value")
     redraw()
     return box
