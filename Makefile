@@ -67,7 +67,7 @@ browser-deps:
 
 test: install kernel browser-deps
 	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
-	env $(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	env $(TEST_ENV) $(PY) -m pytest --junitxml=$(BUILD)/test-results.xml $(PYTEST_ARGS)
 
 # Re-execute every notebook in place (keeps outputs for readers on GitHub).
 notebooks: install kernel data

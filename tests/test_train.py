@@ -83,10 +83,26 @@ def test_nan_guard_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny
     bad = set(order[12:16])  # the fourth batch of 4
     with pytest.raises(TrainingDiverged, match=r"at step 4 \(epoch 1, learning rate") as err:
         train(preset, Poisoned(tiny, bad), out_dir=tmp_path, progress=False)
-    assert "last good checkpoint" in str(err.value) and "lower learning rate" in str(err.value)
+    message = str(err.value)
+    assert "last good checkpoint" in message
+    assert f"dataset index {', '.join(map(str, sorted(bad)))}" in message  # which images are bad
     state = load_checkpoint(tmp_path)
     assert state["step"] == 3 and len(clean.history["train"]) == 3
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_nan_guard_with_clean_images_suggests_what_to_try(tiny, monkeypatch):
+    import retina_edu.train as train_module
+
+    real_step = train_module.train_step
+
+    def exploding_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        return {**out, "loss": torch.tensor(float("inf"))}
+
+    monkeypatch.setattr(train_module, "train_step", exploding_step)
+    with pytest.raises(TrainingDiverged, match=r"at step 1 .*No checkpoint was written yet.*lower learning rate"):
+        train(tiny_preset(epochs=1), tiny, progress=False)
 
 
 def test_checkpoints_are_written_atomically(tmp_path):
