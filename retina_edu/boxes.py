@@ -115,10 +115,13 @@ def box_area(boxes: Tensor) -> Tensor:
 
 def _intersection(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise intersection areas, ``[..., N, 4] x [..., M, 4] -> [..., N, M]``."""
-    top_left = torch.max(a[..., :, None, :2], b[..., None, :, :2])
-    bottom_right = torch.min(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    return wh[..., 0] * wh[..., 1]
+    ax1, ay1, ax2, ay2 = (c[..., :, None] for c in a.unbind(-1))
+    bx1, by1, bx2, by2 = (c[..., None, :] for c in b.unbind(-1))
+    # Overlap along x and along y (0 when the boxes do not meet), one coordinate at a time:
+    # [..., N, M] temporaries rather than [..., N, M, 2] ones, half the memory traffic.
+    w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
+    h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    return w * h
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -133,6 +136,21 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``Tensor[N, M]`` (or ``[B, N, M]``): equal to ``torchvision.ops.box_iou`` for 2-D inputs.
     """
+    if a.shape[-2] * b.shape[-2] * (a.shape[0] if a.dim() == 3 else 1) <= _IOU_CHUNK_ELEMENTS:
+        return _iou(a, b)
+    # A large result (every anchor against every box of a batch: 8 x 20 x 49k at 512 px) is
+    # filled a slice of ``b`` at a time, so that the temporaries of _iou stay in cache. Same numbers.
+    out = a.new_empty((*a.shape[:-1], b.shape[-2]))
+    step = max(1, _IOU_CHUNK_ELEMENTS // out[..., :1].numel())
+    for start in range(0, b.shape[-2], step):
+        out[..., start : start + step] = _iou(a, b[..., start : start + step, :])
+    return out
+
+
+_IOU_CHUNK_ELEMENTS = 1 << 17
+
+
+def _iou(a: Tensor, b: Tensor) -> Tensor:
     inter = _intersection(a, b)
     union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
     return inter / union

@@ -203,8 +203,8 @@ def focal_loss_per_image(
     Equal to ``(sigmoid_focal_loss(cls_logits, one_hot(labels)) * valid[..., None]).sum((1, 2))``
     (``tests/test_losses.py`` checks values and gradients), but without building the ``[B, A, K]``
     targets: all ``B * A * K`` entries are first scored as negatives (target 0), where the loss is
-    ``(1 - α) p^γ softplus(x)``, in a handful of passes over memory; then the few positive
-    entries swap that term for the positive one, ``α (1 - p)^γ softplus(-x)``.
+    ``(1 - α) p^γ softplus(x)``, in cache-sized chunks (``_NegativeFocalRows``); then the few
+    positive entries swap that term for the positive one, ``α (1 - p)^γ softplus(-x)``.
 
     Args:
         cls_logits: ``Tensor[B, A, K]``.
@@ -215,22 +215,70 @@ def focal_loss_per_image(
         ``Tensor[B]`` in float32 (or float64).
     """
     x = cls_logits.float() if cls_logits.dtype in (torch.float16, torch.bfloat16) else cls_logits
-    tiny = torch.finfo(x.dtype).tiny
     w_pos, w_neg = (alpha, 1 - alpha) if alpha is not None and alpha >= 0 else (1.0, 1.0)
+    batch, num_anchors, num_classes = x.shape
 
-    def modulate(q: Tensor) -> Tensor:  # q^γ, with γ = 2 as a product (the usual case)
-        if gamma == 0:
-            return torch.ones_like(q)
-        return q * q if gamma == 2 else q.clamp(min=tiny) ** gamma
-
-    p = torch.sigmoid(x)
-    as_negative = F.softplus(x) * modulate(p)  # -log(1 - p) p^γ
-    per_image = (as_negative.sum(-1) * valid).sum(-1) * w_neg
+    row_weight = valid.reshape(-1).to(x.dtype) * w_neg  # [B * A]: 0 for ignored anchors
+    as_negative = _NegativeFocalRows.apply(x.reshape(-1, num_classes), row_weight, float(gamma))
+    per_image = as_negative.view(batch, num_anchors).sum(-1)
 
     img, anchor = (labels >= 0).nonzero(as_tuple=True)
-    xp, pp = x[img, anchor, labels[img, anchor]], p[img, anchor, labels[img, anchor]]
-    swap = w_pos * F.softplus(-xp) * modulate(1 - pp) - w_neg * F.softplus(xp) * modulate(pp)
+    xp = x[img, anchor, labels[img, anchor]]
+    pp = torch.sigmoid(xp)
+    swap = w_pos * F.softplus(-xp) * _modulate(1 - pp, gamma) - w_neg * F.softplus(xp) * _modulate(pp, gamma)
     return per_image.index_add(0, img, swap)
+
+
+def _modulate(q: Tensor, gamma: float) -> Tensor:
+    """``q ** γ``, with ``γ = 2`` as a product (the usual case) and ``0 ** 0 = 1``."""
+    if gamma == 0:
+        return torch.ones_like(q)
+    return q * q if gamma == 2 else q.clamp(min=torch.finfo(q.dtype).tiny) ** gamma
+
+
+_CHUNK_ELEMENTS = 1 << 17  # 512 KB of float32: a chunk and its temporaries stay in the L2 cache
+
+
+class _NegativeFocalRows(torch.autograd.Function):
+    """``row_weight * Σ_k softplus(x) σ(x)^γ`` for each row of ``x [N, K]``: every entry's focal
+    loss as a negative (target 0), summed over the classes.
+
+    The arithmetic is that of ``sigmoid_focal_loss`` with target 0; what differs is the memory
+    traffic. At 512 px, batch 8 and 80 classes ``x`` holds 31M entries (125 MB): done in one go,
+    each of the ~5 element-wise passes streams a fresh 125 MB temporary through main memory.
+    Here the rows go in chunks of ~128K entries whose temporaries stay in cache, and backward
+    recomputes σ(x) chunk by chunk instead of keeping [N, K] intermediates alive
+    (d/dx [softplus(x) p^γ] = p^(γ+1) + γ p^γ (1 - p) softplus(x), with p = σ(x)).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, row_weight: Tensor, gamma: float) -> Tensor:
+        ctx.save_for_backward(x, row_weight)
+        ctx.gamma = gamma
+        out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        for rows in _row_chunks(x):
+            xc = x[rows]
+            out[rows] = (F.softplus(xc) * _modulate(torch.sigmoid(xc), gamma)).sum(-1)
+        return out * row_weight
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, row_weight = ctx.saved_tensors
+        gamma = ctx.gamma
+        grad_rows = (grad_out * row_weight)[:, None]
+        grad_x = torch.empty_like(x)
+        for rows in _row_chunks(x):
+            xc = x[rows]
+            p = torch.sigmoid(xc)
+            p_gamma = _modulate(p, gamma)
+            d = p * p_gamma + gamma * p_gamma * (1 - p) * F.softplus(xc)
+            grad_x[rows] = d * grad_rows[rows]
+        return grad_x, None, None
+
+
+def _row_chunks(x: Tensor) -> list[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
+    return [slice(r, r + step) for r in range(0, x.shape[0], step)]
 
 
 def validate_targets(targets: list[dict[str, Tensor]], num_classes: int | None = None) -> None:

@@ -100,7 +100,7 @@ def match_anchors(
 
     # IoU of every box with every anchor: [B, M, A]. Padded rows get -1 so they never win.
     iou = box_iou(gt_boxes, anchors.to(gt_boxes.dtype)[None].expand(batch, -1, -1))
-    iou = iou.masked_fill(~gt_mask[:, :, None], -1.0)
+    iou.masked_fill_(~gt_mask[:, :, None], -1.0)
 
     best_iou, matches = iou.max(dim=1)  # per anchor: [B, A]
     best_box = matches.clone()

@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 
+import retina_edu.boxes
 from retina_edu.boxes import (
     BoxCoder,
     box_area,
@@ -42,7 +43,7 @@ def test_box_area_matches_torchvision():
     torch.testing.assert_close(box_area(boxes), torchvision.ops.box_area(boxes))
 
 
-@pytest.mark.parametrize("n,m", [(0, 5), (5, 0), (1, 1), (17, 33)])
+@pytest.mark.parametrize("n,m", [(0, 5), (5, 0), (1, 1), (17, 33), (40, 5000)])  # the last in slices
 def test_box_iou_matches_torchvision(n, m):
     g = torch.Generator().manual_seed(n * 100 + m)
     a, b = random_boxes(n, generator=g), random_boxes(m, generator=g)
@@ -57,7 +58,10 @@ def test_box_iou_degenerate_and_identical_boxes():
     assert ours[0, 0] == 1 and ours[0, 1] == 0
 
 
-def test_box_iou_batched_equals_per_image():
+@pytest.mark.parametrize("chunk", [None, 50])  # 50: the result is filled in slices of b (one partial)
+def test_box_iou_batched_equals_per_image(chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(retina_edu.boxes, "_IOU_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(3)
     a = torch.stack([random_boxes(7, generator=g) for _ in range(3)])
     b = torch.stack([random_boxes(11, generator=g) for _ in range(3)])

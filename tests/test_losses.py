@@ -9,6 +9,7 @@ import torchvision
 from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 from torchvision.models.detection._utils import Matcher
 
+import retina_edu.losses
 from retina_edu.anchors import generate_anchors
 from retina_edu.losses import (
     binary_cross_entropy,
@@ -205,7 +206,10 @@ def test_bad_targets_raise_value_error_naming_image_and_box(targets, message):
 @pytest.mark.parametrize("alpha", [0.25, None])
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fast_focal_loss_per_image_equals_the_plain_formula(alpha, gamma, dtype):
+@pytest.mark.parametrize("chunk", [None, 40])  # 40 entries: many chunks of 10 rows (and a partial one)
+def test_fast_focal_loss_per_image_equals_the_plain_formula(alpha, gamma, dtype, chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr(retina_edu.losses, "_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(int(gamma * 10) + (alpha is None))
     logits = (torch.randn(3, 500, 4, generator=g, dtype=dtype) * 3 - 2)
     labels = torch.where(torch.rand(3, 500, generator=g) < 0.05, torch.randint(0, 4, (3, 500), generator=g), -1)
@@ -216,6 +220,7 @@ def test_fast_focal_loss_per_image_equals_the_plain_formula(alpha, gamma, dtype)
     targets = F.one_hot(labels.clamp(min=0), 4).to(dtype) * (labels >= 0)[..., None]
     plain = (sigmoid_focal_loss(b, targets, alpha, gamma) * valid[..., None]).sum((1, 2))
     torch.testing.assert_close(fast, plain)
-    fast.sum().backward()
-    plain.sum().backward()
+    weights = torch.rand(3, generator=g, dtype=dtype)  # a different upstream gradient per image
+    (fast * weights).sum().backward()
+    (plain * weights).sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
