@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import time
 from collections.abc import Sequence
@@ -52,6 +51,7 @@ from .anchors import PAPER_ASPECT_RATIOS, PAPER_SCALES
 from .losses import binary_cross_entropy, retinanet_loss, sigmoid_focal_loss
 from .matching import BACKGROUND, match_anchors, pad_boxes
 from .model import RetinaNet
+from .files import save_torch_atomic, write_json_atomic
 
 __all__ = [
     "CACHE_VERSION",
@@ -263,34 +263,6 @@ def _without_names(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("trunk") is not None:
         config["trunk"] = _without_names(config["trunk"])
     return config
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place: a
-    reader (or a second notebook) never sees a half-written file, and an interrupted run leaves
-    no result behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _save_tensors_atomic(path: Path, tensors: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,9 +590,9 @@ def run_ablation(
         per_class = evaluation.per_class
         counts = {"num_positive": len(logits["positive"]), "num_negative": int(logits["negative_total"]),
                   "num_negative_sampled": len(logits["negative"])}
-        _save_tensors_atomic(logits_path, logits)
+        save_torch_atomic(logits_path, logits)
     if trained is not None and ablation.keep_weights:
-        _save_tensors_atomic(weights_path, {k: v.detach().cpu() for k, v in trained.model.state_dict().items()})
+        save_torch_atomic(weights_path, {k: v.detach().cpu() for k, v in trained.model.state_dict().items()})
 
     result = {
         "cache_version": CACHE_VERSION,
@@ -712,8 +684,8 @@ def prior_runs(seed: int = 0, steps: int = 40, **budget) -> list[Ablation]:
     budget = dict(budget)
     preset = {**PAPER_OPTIMIZER, **budget.pop("preset", {})}
     return [
-        Ablation(f"CE, bias 0 (π=0.5)", gamma=0.0, alpha=None, prior_probability=0.5, seed=seed, steps=steps, preset=preset, **budget),
-        Ablation(f"CE, prior π=0.01", gamma=0.0, alpha=None, prior_probability=0.01, seed=seed, steps=steps, preset=preset, **budget),
+        Ablation("CE, bias 0 (π=0.5)", gamma=0.0, alpha=None, prior_probability=0.5, seed=seed, steps=steps, preset=preset, **budget),
+        Ablation("CE, prior π=0.01", gamma=0.0, alpha=None, prior_probability=0.01, seed=seed, steps=steps, preset=preset, **budget),
     ]
 
 

@@ -13,7 +13,6 @@ that resume to the same weights, and DistributedDataParallel when started by ``t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .model import RetinaNet, RetinaNetConfig
+from .files import save_torch_atomic, write_json_atomic
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -334,16 +334,7 @@ def _unwrap(model: nn.Module) -> RetinaNet:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file beside ``path``, then rename it into
     place: a crash or Ctrl-C never leaves a half-written checkpoint, and the previous one stays."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_torch_atomic(path, state)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -678,7 +669,7 @@ def train(
             metrics = _evaluate(model, val_data, device, history, step, steps_per_epoch, callbacks)
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, checkpoint_state())
-            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            write_json_atomic(out_dir / "history.json", history)
         for cb in callbacks:
             cb("end", history)
     result_model = _unwrap(model)

@@ -10,7 +10,7 @@ create figures, so importing this module is cheap.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -955,12 +955,25 @@ def _new_figure(figsize: tuple[float, float], pyplot: bool) -> Figure:
     return Figure(figsize=figsize)
 
 
-def _png(fig: Figure) -> bytes:
-    import io
+def _live_figure(box: Any, picture: Any, controls: dict[str, Any], draw: Callable[[Any], Figure | None]) -> Any:
+    """Show ``draw(change)``'s figure in ``picture`` now and again whenever a control changes.
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    ``box`` gets ``.controls``, ``.image`` (the ``Image`` widget), ``.figure`` (the figure last
+    drawn) and ``.draw_count``. ``draw`` may return None to skip a redraw."""
+    box.controls, box.image, box.draw_count = controls, picture, 0
+
+    def redraw(change: Any = None) -> None:
+        fig = draw(change)
+        if fig is None:
+            return
+        box.figure = fig
+        box.draw_count += 1
+        picture.value = _figure_png(fig)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return box
 
 
 def anchor_figure(image: Any, level: int = 0, scale_index: int = 0, ratio_index: int = 1,
@@ -1028,22 +1041,13 @@ def anchor_explorer(
         continuous_update=False, style=style)
     picture = widgets.Image(format="png")
     box = widgets.VBox([widgets.HBox([level_w, scale_w, ratio_w]), picture])
-    box.controls = {"level": level_w, "scale": scale_w, "ratio": ratio_w}
-    box.image = picture
-    box.draw_count = 0
 
-    def redraw(change: Any = None) -> None:
-        fig = anchor_figure(image, level_w.value, scale_w.value, ratio_w.value, figsize=figsize, pyplot=False,
-                            strides=strides, sizes=sizes, scales=scales, aspect_ratios=aspect_ratios,
-                            offset=offset, max_boxes=max_boxes)
-        box.figure = fig
-        box.draw_count += 1
-        picture.value = _png(fig)
+    def draw(change: Any) -> Figure:
+        return anchor_figure(image, level_w.value, scale_w.value, ratio_w.value, figsize=figsize, pyplot=False,
+                             strides=strides, sizes=sizes, scales=scales, aspect_ratios=aspect_ratios,
+                             offset=offset, max_boxes=max_boxes)
 
-    for control in (level_w, scale_w, ratio_w):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _live_figure(box, picture, {"level": level_w, "scale": scale_w, "ratio": ratio_w}, draw)
 
 
 def match_counts(matches: Any) -> dict[str, int]:
@@ -1258,14 +1262,11 @@ def matching_explorer(
     low_w = widgets.Checkbox(value=allow_low_quality, description="low-quality matches", indent=False)
     picture = widgets.Image(format="png")
     box = widgets.VBox([widgets.HBox([fg_w, bg_w, low_w]), picture])
-    box.controls = {"fg_iou": fg_w, "bg_iou": bg_w, "low_quality": low_w}
-    box.image = picture
-    box.draw_count = 0
     busy = {"on": False}  # one redraw when a slider drags the other along
 
-    def redraw(change: Any = None) -> None:
+    def draw(change: Any) -> Figure | None:
         if busy["on"]:
-            return
+            return None
         busy["on"] = True
         try:
             if change is not None and change["owner"] is fg_w and bg_w.value > fg_w.value:
@@ -1274,16 +1275,10 @@ def matching_explorer(
                 fg_w.value = bg_w.value
         finally:
             busy["on"] = False
-        fig = matching_figure(image, anchors, gt_boxes, fg_w.value, bg_w.value, low_w.value, figsize=figsize,
-                              pyplot=False)
-        box.figure = fig
-        box.draw_count += 1
-        picture.value = _png(fig)
+        return matching_figure(image, anchors, gt_boxes, fg_w.value, bg_w.value, low_w.value, figsize=figsize,
+                               pyplot=False)
 
-    for control in (fg_w, bg_w, low_w):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _live_figure(box, picture, {"fg_iou": fg_w, "bg_iou": bg_w, "low_quality": low_w}, draw)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ dataset, Penn-Fudan pedestrians (170 images, the one torchvision's detection tut
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..files import write_json_atomic
 
 _CHUNK = 1 << 20
 _OFFLINE_HINT = ("The course works offline with the generated shapes data: "
@@ -211,15 +212,7 @@ def pennfudan_to_coco(root: str | os.PathLike) -> Path:
         "annotations": annotations,
         "categories": [{"id": 1, "name": "pedestrian", "supercategory": "person"}],
     }
-    out = root / "annotations.json"
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return write_json_atomic(root / "annotations.json", data)
 
 
 @dataclass(frozen=True)
