@@ -43,10 +43,12 @@ data: $(SHAPES)
 $(SHAPES): $(STAMP)
 	$(PY) -m retina_edu shapes --out data/shapes
 
+# As root (a container, a cloud VM) Jupyter refuses to start unless told it may.
 lab: install kernel data
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks \
 		--LabApp.news_url=None \
-		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+		$$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi)
 
 # Chromium for the browser tests: installed with apt-get where we may (CI runs as root);
 # elsewhere the browser tests skip and say why. Quiet when there is nothing to do.
