@@ -8,6 +8,7 @@ map quotes ("2-core CPU" column): the time to run the notebook top to bottom fro
 
 from __future__ import annotations
 
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -16,11 +17,11 @@ from collections import defaultdict
 def notebook_times(path: str) -> dict[str, float]:
     times: dict[str, float] = defaultdict(float)
     for case in ET.parse(path).getroot().iter("testcase"):
-        name = case.get("classname", "") or ""
-        file = case.get("file") or name
-        if ".ipynb" in file or ".ipynb" in name:
-            notebook = (file if ".ipynb" in file else name).split("::")[0]
-            times[notebook.rsplit("/", 1)[-1].split(".ipynb")[0]] += float(case.get("time", 0))
+        # nbval's cells: classname "notebooks.07_training.ipynb" (or a path in "file")
+        where = f'{case.get("file") or ""} {case.get("classname") or ""}'
+        match = re.search(r"([^/.\s]+)\.ipynb", where)
+        if match:
+            times[match.group(1)] += float(case.get("time", 0))
     return dict(sorted(times.items()))
 
 
@@ -30,9 +31,8 @@ def main(argv: list[str]) -> int:
     if not times:
         print(f"no notebook tests in {path}")
         return 1
-    for name, seconds in times.items():
-        print(f"{name:32s} {seconds / 60:5.1f} min")
-    print(f"{'all notebooks':32s} {sum(times.values()) / 60:5.1f} min")
+    for name, seconds in {**times, "all notebooks": sum(times.values())}.items():
+        print(f"{name:32s} {seconds:6.0f} s" if seconds < 90 else f"{name:32s} {seconds / 60:6.1f} min")
     return 0
 
 
