@@ -195,7 +195,7 @@ def choose_preset(name: str | None = None, device: torch.device | str | None = N
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         gpu_name = torch.cuda.get_device_name(device)
-        return Preset.gpu(), f"a CUDA GPU is available ({gpu_name}): the paper's ResNet-50-FPN setup"
+        return Preset.gpu(), f"a CUDA GPU is available ({gpu_name}): the paper's ResNet-50-FPN architecture, adapted to the shapes data"
     threads = torch.get_num_threads()
     return Preset.cpu(), f"no GPU found: the small CPU preset, sized for {threads} CPU threads"
 
