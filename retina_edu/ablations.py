@@ -48,10 +48,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .anchors import PAPER_ASPECT_RATIOS, PAPER_SCALES
+from .files import save_torch_atomic, write_json_atomic
 from .losses import binary_cross_entropy, retinanet_loss, sigmoid_focal_loss
 from .matching import BACKGROUND, match_anchors, pad_boxes
 from .model import RetinaNet
-from .files import save_torch_atomic, write_json_atomic
 
 __all__ = [
     "CACHE_VERSION",

@@ -136,12 +136,13 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``Tensor[N, M]`` (or ``[B, N, M]``): equal to ``torchvision.ops.box_iou`` for 2-D inputs.
     """
-    if a.shape[-2] * b.shape[-2] * (a.shape[0] if a.dim() == 3 else 1) <= _IOU_CHUNK_ELEMENTS:
+    rows = a.shape[:-1].numel()  # the result is [..., N, M]: `rows` entries per box of b
+    if rows * b.shape[-2] <= _IOU_CHUNK_ELEMENTS:
         return _iou(a, b)
     # A large result (every anchor against every box of a batch: 8 x 20 x 49k at 512 px) is
     # filled a slice of ``b`` at a time, so that the temporaries of _iou stay in cache. Same numbers.
     out = a.new_empty((*a.shape[:-1], b.shape[-2]))
-    step = max(1, _IOU_CHUNK_ELEMENTS // out[..., :1].numel())
+    step = max(1, _IOU_CHUNK_ELEMENTS // max(1, rows))
     for start in range(0, b.shape[-2], step):
         out[..., start : start + step] = _iou(a, b[..., start : start + step, :])
     return out

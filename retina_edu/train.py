@@ -28,8 +28,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .model import RetinaNet, RetinaNetConfig
 from .files import save_torch_atomic, write_json_atomic
+from .model import RetinaNet, RetinaNetConfig
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -623,16 +623,14 @@ def train(
                     where = f"the loss became {loss} at step {step + 1} (epoch {epoch + 1}, learning rate {scheduler.get_last_lr()[0]:.3g})."
                     bad = _non_finite_images(images, indices)
                     if bad:
-                        raise TrainingDiverged(
-                            f"{where} The batch holds training image(s) with NaN or infinite pixels: dataset "
-                            f"index {', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
-                            f"or a transform that divides by zero) and train again."
-                        )
-                    raise TrainingDiverged(
-                        f"{where} {kept} Try: a lower learning rate "
-                        f"(base_lr is per 16 images and is scaled with the batch), gradient clipping "
-                        f"(grad_clip), a longer warmup, and check the data for tiny or degenerate boxes."
-                    )
+                        detail = (f"The batch holds training image(s) with NaN or infinite pixels: dataset index "
+                                  f"{', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
+                                  f"or a transform that divides by zero) and train again.")
+                    else:
+                        detail = (f"{kept} Try: a lower learning rate (base_lr is per 16 images and is scaled "
+                                  f"with the batch), gradient clipping (grad_clip), a longer warmup, and check "
+                                  f"the data for tiny or degenerate boxes.")
+                    raise TrainingDiverged(f"{where} {detail}")
                 scheduler.step()
                 step += 1
                 now = time.perf_counter()

@@ -18,3 +18,13 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return make_shapes(tmp_path_factory.mktemp("shapes") / "tiny", num_images=24, image_size=96, seed=0,
                        workers=1, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test left open (pyplot keeps them alive otherwise)."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

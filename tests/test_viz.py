@@ -29,12 +29,6 @@ from retina_edu.viz import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _rect_xyxy(rect: Rectangle) -> list[float]:
     x, y = rect.get_xy()
     return [x, y, x + rect.get_width(), y + rect.get_height()]

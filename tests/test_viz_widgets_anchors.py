@@ -33,12 +33,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GT = torch.tensor([[10.0, 12.0, 70.0, 60.0], [90.0, 90.0, 102.0, 101.0]])  # a large box and a 12 px one
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _rect_xyxy(rect: Rectangle) -> list[float]:
     x, y = rect.get_xy()
     return [x, y, x + rect.get_width(), y + rect.get_height()]
