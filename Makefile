@@ -1,7 +1,9 @@
 # retina-edu: every target sets itself up.
 #   make lab    create .venv, install, register the kernel, make the shapes data, open JupyterLab
-#   make test   the same environment, then every test (unit, notebooks under nbval, browser)
-#   make bench  side-by-side benchmarks against torchvision's RetinaNet
+#   make test       the same environment, then every test (unit, notebooks under nbval, browser)
+#   make test-fast  unit tests only, without the slow ones (a few minutes)
+#   make lint       ruff: lint and format check (make format rewrites)
+#   make bench      side-by-side benchmarks against torchvision's RetinaNet
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +25,13 @@ TEST_ENV := HOME=$(BUILD)/home \
 	PYDEVD_DISABLE_FILE_VALIDATION=1 \
 	MPLBACKEND=agg
 
-.PHONY: lab test install kernel data bench browser-deps notebooks clean
+.PHONY: lab test test-fast test-notebooks lint format install kernel data bench browser-deps notebooks clean
+
+# nbval: compare only cells marked NBVAL_CHECK_OUTPUT; run in this environment; long training cells.
+NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
+	--nbval-cell-timeout=1800
+# What ruff checks: everything we write, the notebooks' code cells included.
+LINT_PATHS := retina_edu tests benchmarks tools notebooks
 
 install: $(STAMP)
 
@@ -69,7 +77,25 @@ browser-deps:
 
 test: install kernel browser-deps
 	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
-	env $(TEST_ENV) $(PY) -m pytest --junitxml=$(BUILD)/test-results.xml $(PYTEST_ARGS)
+	env $(TEST_ENV) $(PY) -m pytest $(NBVAL) --junitxml=$(BUILD)/test-results.xml tests notebooks $(PYTEST_ARGS)
+
+# Unit tests only (no notebooks, no browser, nothing marked slow): the quick loop while you work.
+test-fast: install
+	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
+	env $(TEST_ENV) $(PY) -m pytest tests -m "not slow and not browser" $(PYTEST_ARGS)
+
+# The notebooks alone, or one: make test-notebooks NB=notebooks/03_focal_loss.ipynb
+test-notebooks: install kernel
+	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
+	env $(TEST_ENV) $(PY) -m pytest $(NBVAL) $(or $(NB),notebooks) $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+format: install
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 # Re-execute every notebook in place (keeps outputs for readers on GitHub).
 notebooks: install kernel data
