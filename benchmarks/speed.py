@@ -24,7 +24,7 @@ from torchvision.models.detection.retinanet import RetinaNet as TVRetinaNet
 from benchmarks.common import print_table, write_csv
 from retina_edu.anchors import anchors_per_level
 from retina_edu.losses import retinanet_loss
-from retina_edu.model import from_torchvision
+from retina_edu.torchvision_compat import from_torchvision
 from retina_edu.postprocess import postprocess_detections
 
 

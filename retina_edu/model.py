@@ -16,14 +16,16 @@ Paper, section 4:
 
 The calling convention is torchvision's: in train mode ``model(images, targets)`` returns the
 loss dict; in eval mode ``model(images)`` returns one ``{"boxes", "scores", "labels"}`` per image.
-``from_torchvision`` turns a torchvision ``RetinaNet`` into this one, weights and all.
+``retina_edu.torchvision_compat.from_torchvision`` turns a torchvision ``RetinaNet`` into this
+one, weights and all.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .anchors import PAPER_ANCHOR_SIZES, PAPER_ASPECT_RATIOS, PAPER_SCALES, PAPER_STRIDES, AnchorGenerator
 from .boxes import BoxCoder
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .losses import ALPHA, GAMMA, SMOOTH_L1_BETA, retinanet_loss
 from .matching import BG_IOU, FG_IOU
 from .postprocess import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH, TOPK_CANDIDATES, postprocess_detections
@@ -44,16 +47,15 @@ __all__ = [
     "PRIOR_PROBABILITY",
     "FPN",
     "Backbone",
+    "HeadOutputs",
+    "Preprocessed",
     "RetinaNet",
     "RetinaNetConfig",
     "Subnet",
-    "from_torchvision",
     "prior_bias",
 ]
 
 PRIOR_PROBABILITY = 0.01
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large", "mobilenet_v3_small")
 
 
@@ -110,7 +112,6 @@ class RetinaNetConfig:
     bg_iou: float = BG_IOU
     allow_low_quality: bool = True
     loss_normalize: str = "batch"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
@@ -127,12 +128,14 @@ class RetinaNetConfig:
             if value is not None:
                 setattr(self, name, tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in value))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> RetinaNetConfig:
+    def from_dict(cls, d: dict[str, Any]) -> RetinaNetConfig:
+        """The config saved by ``to_dict`` (checkpoints); unknown keys are an error, not ignored."""
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k != "extra" or v}  # an empty ``extra`` of older checkpoints
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown RetinaNetConfig keys {unknown}")
@@ -298,6 +301,24 @@ class Subnet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # RetinaNet
 # ---------------------------------------------------------------------------------------------
+class Preprocessed(NamedTuple):
+    """What ``RetinaNet.preprocess`` returns (a tuple: ``batch, sizes, original_sizes, targets = ...``)."""
+
+    batch: Tensor  # [B, 3, H_pad, W_pad], normalised, resized and padded to size_divisible
+    sizes: list[tuple[int, int]]  # (h, w) of each image after resizing, inside the padding
+    original_sizes: list[tuple[int, int]]  # (h, w) of each input image
+    targets: list[dict[str, Tensor]] | None  # boxes scaled like their images
+
+
+class HeadOutputs(NamedTuple):
+    """What ``RetinaNet.head_outputs`` returns (a tuple, as torchvision's ``head_outputs`` dict)."""
+
+    cls_logits: Tensor  # [B, A, K], A = anchors of all levels, in anchors.py's order
+    box_deltas: Tensor  # [B, A, 4], (dx, dy, dw, dh) against each anchor
+    anchors: Tensor  # [A, 4] xyxy pixels in the padded batch, shared by the images
+    num_per_level: list[int]  # how many of the A anchors belong to P3, ..., P7
+
+
 class RetinaNet(nn.Module):
     """RetinaNet with the torchvision calling convention.
 
@@ -359,113 +380,144 @@ class RetinaNet(nn.Module):
 
     def preprocess(
         self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
-    ) -> tuple[Tensor, list[tuple[int, int]], list[tuple[int, int]], list[dict[str, Tensor]] | None]:
-        """Normalise, resize and pad a batch.
+    ) -> Preprocessed:
+        """Normalise, resize and pad a batch, and scale the targets' boxes like their images.
+
+        Args:
+            images: ``Tensor[B, 3, H, W]``, or a list of ``Tensor[3, H, W]`` (sizes may differ),
+                floats in [0, 1].
+            targets: one ``{"boxes": Tensor[N, 4] xyxy pixels, "labels": Tensor[N]}`` per image.
 
         Returns:
-            ``(batch [B, 3, H_pad, W_pad], sizes [(h, w)] after resizing, original sizes, targets)``
-            with the targets' boxes scaled like their images.
+            ``Preprocessed(batch, sizes, original_sizes, targets)``: see ``Preprocessed``.
         """
-        c = self.config
-        if isinstance(images, Tensor):
-            if images.dim() != 4 or images.shape[1] != 3:
-                raise ValueError(f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, H, W], got {list(images.shape)}")
-            image_list = list(images.unbind(0))
-        else:
-            image_list = list(images)
-            if len(image_list) == 0:
-                raise ValueError("images is empty: pass at least one image")
-            for i, img in enumerate(image_list):
-                if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3:
-                    shape = list(img.shape) if isinstance(img, Tensor) else type(img).__name__
-                    raise ValueError(f"image {i} must be a Tensor[3, H, W] (RGB), got {shape}")
-        for i, img in enumerate(image_list):
-            if not img.is_floating_point():
-                raise ValueError(f"image {i} has dtype {img.dtype}: the model expects floats in [0, 1] (use image.float() / 255)")
+        image_list = _check_images(images)
         if targets is not None and len(targets) != len(image_list):
             raise ValueError(f"{len(targets)} targets for {len(image_list)} images")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in image_list]
-
-        same_size = len(set(original_sizes)) == 1
-        if isinstance(images, Tensor) or same_size:
-            batch = images if isinstance(images, Tensor) else torch.stack(image_list)
-            batch = (batch - self.image_mean.to(batch.dtype)) / self.image_std.to(batch.dtype)
-            h, w = original_sizes[0]
-            if c.resize and self._resized_size(h, w) != (h, w):
-                batch = F.interpolate(
-                    batch, scale_factor=self._resize_scale(h, w), mode="bilinear",
-                    recompute_scale_factor=True, align_corners=False,
-                )
-            sizes = [tuple(batch.shape[-2:])] * len(image_list)
+        if isinstance(images, Tensor) or len(set(original_sizes)) == 1:
+            # One size: normalise and resize the whole batch at once.
+            stacked = images if isinstance(images, Tensor) else torch.stack(image_list)
+            batch = self._normalize_resize(stacked)
+            sizes = [(int(batch.shape[-2]), int(batch.shape[-1]))] * len(image_list)
         else:
-            resized = []
-            for img in image_list:
-                img = (img - self.image_mean[0].to(img.dtype)) / self.image_std[0].to(img.dtype)
-                if c.resize and self._resized_size(*img.shape[-2:]) != tuple(img.shape[-2:]):
-                    img = F.interpolate(
-                        img[None], scale_factor=self._resize_scale(*img.shape[-2:]), mode="bilinear",
-                        recompute_scale_factor=True, align_corners=False,
-                    )[0]
-                resized.append(img)
-            sizes = [tuple(img.shape[-2:]) for img in resized]
-            max_h, max_w = max(s[0] for s in sizes), max(s[1] for s in sizes)
-            batch = resized[0].new_zeros((len(resized), 3, max_h, max_w))
-            for i, img in enumerate(resized):
-                batch[i, :, : img.shape[1], : img.shape[2]].copy_(img)
-
-        d = c.size_divisible
-        pad_h, pad_w = (-batch.shape[-2]) % d, (-batch.shape[-1]) % d
-        if pad_h or pad_w:
-            batch = F.pad(batch, (0, pad_w, 0, pad_h))
-
+            resized = [self._normalize_resize(img[None])[0] for img in image_list]
+            sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
+            batch = _paste_into_batch(resized)
+        batch = _pad_to_multiple(batch, self.config.size_divisible)
         if targets is not None:
-            scaled = []
-            for t, (oh, ow), (h, w) in zip(targets, original_sizes, sizes):
-                t = dict(t)
-                if (oh, ow) != (h, w):
-                    t["boxes"] = _scale_boxes(t["boxes"], (oh, ow), (h, w))
-                scaled.append(t)
-            targets = scaled
-        return batch, sizes, original_sizes, targets
+            targets = [_scale_target(t, orig, size) for t, orig, size in zip(targets, original_sizes, sizes)]
+        return Preprocessed(batch, sizes, original_sizes, targets)
+
+    def _normalize_resize(self, batch: Tensor) -> Tensor:
+        """``Tensor[B, 3, H, W]`` in [0, 1] -> normalised with the image mean/std, resized if the config says so."""
+        batch = (batch - self.image_mean.to(batch.dtype)) / self.image_std.to(batch.dtype)
+        h, w = batch.shape[-2:]
+        if self.config.resize and self._resized_size(h, w) != (h, w):
+            batch = F.interpolate(
+                batch,
+                scale_factor=self._resize_scale(h, w),
+                mode="bilinear",
+                recompute_scale_factor=True,
+                align_corners=False,
+            )
+        return batch
 
     # -- the network ------------------------------------------------------------------------
     def features(self, batch: Tensor) -> list[Tensor]:
         """P3-P7 for a normalised, padded batch."""
         return self.fpn(*self.backbone(batch))
 
-    def head_outputs(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-        """Run the network on a normalised, padded batch.
+    def head_outputs(self, batch: Tensor) -> HeadOutputs:
+        """Run backbone, FPN and both subnets on a normalised, padded batch (from ``preprocess``).
 
         Returns:
-            ``(cls_logits [B, A, K], box_deltas [B, A, 4], anchors [A, 4], anchors per level)``.
+            ``HeadOutputs(cls_logits [B, A, K], box_deltas [B, A, 4], anchors [A, 4], num_per_level)``.
         """
         feats = self.features(batch)
         grid_sizes = [tuple(f.shape[-2:]) for f in feats]
         anchors = self.anchor_generator(tuple(batch.shape[-2:]), grid_sizes, device=batch.device)
         num_per_level = self.anchor_generator.num_anchors_per_level(tuple(batch.shape[-2:]), grid_sizes)
-        return self.class_subnet(feats), self.box_subnet(feats), anchors, num_per_level
+        return HeadOutputs(self.class_subnet(feats), self.box_subnet(feats), anchors, num_per_level)
 
-    def compute_loss(self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets) -> dict[str, Tensor]:
+    def compute_loss(
+        self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets: Sequence[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """The RetinaNet loss with this model's settings (focal loss + box loss; ``losses.retinanet_loss``).
+
+        Args:
+            cls_logits: ``Tensor[B, A, K]``; box_deltas: ``Tensor[B, A, 4]``; anchors: ``Tensor[A, 4]`` xyxy.
+            targets: one ``{"boxes": Tensor[N, 4] xyxy, "labels": Tensor[N] int64}`` per image, in the
+                preprocessed batch's pixels.
+
+        Returns:
+            ``{"classification": scalar, "bbox_regression": scalar}`` (torchvision's keys), each already
+            divided by the number of positive anchors.
+        """
         c = self.config
         return retinanet_loss(
-            cls_logits, box_deltas, anchors, targets,
-            alpha=c.alpha, gamma=c.gamma, box_loss=c.box_loss, beta=c.smooth_l1_beta,
-            fg_iou=c.fg_iou, bg_iou=c.bg_iou, allow_low_quality=c.allow_low_quality,
-            normalize=c.loss_normalize, box_coder=self.box_coder,
+            cls_logits,
+            box_deltas,
+            anchors,
+            targets,
+            alpha=c.alpha,
+            gamma=c.gamma,
+            box_loss=c.box_loss,
+            beta=c.smooth_l1_beta,
+            fg_iou=c.fg_iou,
+            bg_iou=c.bg_iou,
+            allow_low_quality=c.allow_low_quality,
+            normalize=c.loss_normalize,
+            box_coder=self.box_coder,
         )
 
-    def postprocess(self, cls_logits, box_deltas, anchors, num_per_level, sizes, original_sizes) -> list[dict[str, Tensor]]:
+    def postprocess(
+        self,
+        cls_logits: Tensor,
+        box_deltas: Tensor,
+        anchors: Tensor,
+        num_per_level: Sequence[int],
+        sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Detections in the input images' pixels (``postprocess.postprocess_detections``, then rescaled).
+
+        Returns:
+            One ``{"boxes": Tensor[D, 4] xyxy, "scores": Tensor[D], "labels": Tensor[D] int64}`` per image,
+            best score first, ``D <= detections_per_img``.
+        """
         c = self.config
         detections = postprocess_detections(
-            cls_logits, box_deltas, anchors, num_per_level, sizes,
-            c.score_thresh, c.topk_candidates, c.nms_thresh, c.detections_per_img, self.box_coder,
+            cls_logits,
+            box_deltas,
+            anchors,
+            num_per_level,
+            sizes,
+            score_thresh=c.score_thresh,
+            topk_candidates=c.topk_candidates,
+            nms_thresh=c.nms_thresh,
+            detections_per_img=c.detections_per_img,
+            box_coder=self.box_coder,
         )
         for det, size, orig in zip(detections, sizes, original_sizes):
             if tuple(size) != tuple(orig):
                 det["boxes"] = _scale_boxes(det["boxes"], size, orig)
         return detections
 
-    def forward(self, images, targets=None):
+    def forward(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """torchvision's convention: the loss dict in train mode, detections in eval mode.
+
+        Args:
+            images: ``Tensor[B, 3, H, W]`` or a list of ``Tensor[3, H, W]``, floats in [0, 1].
+            targets: train mode only: one ``{"boxes": Tensor[N, 4] xyxy pixels, "labels": Tensor[N]}``
+                per image (N may be 0).
+
+        Returns:
+            Train mode: ``{"classification", "bbox_regression"}`` scalars (see ``compute_loss``).
+            Eval mode: one ``{"boxes", "scores", "labels"}`` dict per image (see ``postprocess``).
+        """
         if self.training and targets is None:
             raise ValueError("in train mode the model needs targets: model(images, targets); call model.eval() to detect")
         batch, sizes, original_sizes, targets = self.preprocess(images, targets)
@@ -473,6 +525,56 @@ class RetinaNet(nn.Module):
         if self.training:
             return self.compute_loss(cls_logits, box_deltas, anchors, targets)
         return self.postprocess(cls_logits, box_deltas, anchors, num_per_level, sizes, original_sizes)
+
+
+def _check_images(images: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """The images as a list of ``Tensor[3, H, W]`` floats; a ValueError naming the first bad one."""
+    if isinstance(images, Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"images must be a Tensor[B, 3, H, W] or a list of Tensor[3, H, W], got {list(images.shape)}"
+            )
+        image_list = list(images.unbind(0))
+    else:
+        image_list = list(images)
+        if len(image_list) == 0:
+            raise ValueError("images is empty: pass at least one image")
+        for i, img in enumerate(image_list):
+            if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3:
+                shape = list(img.shape) if isinstance(img, Tensor) else type(img).__name__
+                raise ValueError(f"image {i} must be a Tensor[3, H, W] (RGB), got {shape}")
+    for i, img in enumerate(image_list):
+        if not img.is_floating_point():
+            raise ValueError(
+                f"image {i} has dtype {img.dtype}: the model expects floats in [0, 1] (use image.float() / 255)"
+            )
+    return image_list
+
+
+def _paste_into_batch(images: Sequence[Tensor]) -> Tensor:
+    """Images of different sizes, top-left aligned in one zero-padded ``Tensor[B, 3, H_max, W_max]``."""
+    max_h = max(img.shape[-2] for img in images)
+    max_w = max(img.shape[-1] for img in images)
+    batch = images[0].new_zeros((len(images), 3, max_h, max_w))
+    for i, img in enumerate(images):
+        batch[i, :, : img.shape[1], : img.shape[2]].copy_(img)
+    return batch
+
+
+def _pad_to_multiple(batch: Tensor, divisor: int) -> Tensor:
+    """Zero-pad the bottom and right so H and W are multiples of ``divisor`` (every stride exact)."""
+    pad_h, pad_w = (-batch.shape[-2]) % divisor, (-batch.shape[-1]) % divisor
+    return F.pad(batch, (0, pad_w, 0, pad_h)) if pad_h or pad_w else batch
+
+
+def _scale_target(
+    target: dict[str, Tensor], original_size: tuple[int, int], size: tuple[int, int]
+) -> dict[str, Tensor]:
+    """A copy of ``target`` with its boxes scaled from ``original_size`` to ``size`` (both (h, w))."""
+    target = dict(target)
+    if tuple(original_size) != tuple(size):
+        target["boxes"] = _scale_boxes(target["boxes"], original_size, size)
+    return target
 
 
 def _scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]) -> Tensor:
@@ -485,130 +587,3 @@ def _scale_boxes(boxes: Tensor, from_size: Sequence[int], to_size: Sequence[int]
     )
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# torchvision -> retina_edu
-# ---------------------------------------------------------------------------------------------
-def _torchvision_key(key: str) -> str | None:
-    """Our parameter name for a torchvision RetinaNet state-dict key (None: not ours)."""
-    rules = [
-        ("backbone.body.", "backbone.body."),
-        ("backbone.fpn.extra_blocks.p6.", "fpn.p6."),
-        ("backbone.fpn.extra_blocks.p7.", "fpn.p7."),
-        ("head.classification_head.conv.", "class_subnet.convs."),
-        ("head.classification_head.cls_logits.", "class_subnet.out."),
-        ("head.regression_head.conv.", "box_subnet.convs."),
-        ("head.regression_head.bbox_reg.", "box_subnet.out."),
-    ]
-    for old, new in rules:
-        if key.startswith(old):
-            return new + key[len(old):]
-    for old, new in (("backbone.fpn.inner_blocks.", "fpn.lateral."), ("backbone.fpn.layer_blocks.", "fpn.output.")):
-        if key.startswith(old):  # inner_blocks.{i}.0.weight -> lateral.{i}.weight
-            i, _, rest = key[len(old):].split(".", 2)
-            return f"{new}{i}.{rest}"
-    return None
-
-
-def _torchvision_backbone_name(body: nn.Module) -> str:
-    blocks = [len(getattr(body, f"layer{i}")) for i in range(1, 5)]
-    bottleneck = isinstance(body.layer1[0], torchvision.models.resnet.Bottleneck)
-    table = {
-        (False, (2, 2, 2, 2)): "resnet18",
-        (False, (3, 4, 6, 3)): "resnet34",
-        (True, (3, 4, 6, 3)): "resnet50",
-        (True, (3, 4, 23, 3)): "resnet101",
-    }
-    try:
-        return table[(bottleneck, tuple(blocks))]
-    except KeyError:
-        raise ValueError(f"unsupported torchvision backbone with blocks {blocks}: a ResNet-18/34/50/101 is expected") from None
-
-
-def from_torchvision(tv_model: nn.Module) -> RetinaNet:
-    """A retina_edu ``RetinaNet`` with the configuration and weights of a torchvision RetinaNet.
-
-    Works for ``retinanet_resnet50_fpn`` (P6 from P5, heads without norm, L1 box loss) and
-    ``retinanet_resnet50_fpn_v2`` (P6 from C5, GroupNorm heads, GIoU), any class count, and
-    other ResNet depths built the same way. The result gives the same detections: torchvision's
-    anchors (truncated sizes, rounded corners, strides taken from the feature map sizes), its
-    resizing, padding to 32 and its 300 detections per image are all copied into the config.
-
-    Example (with internet, for COCO-trained weights)::
-
-        tv = torchvision.models.detection.retinanet_resnet50_fpn(weights="DEFAULT")
-        model = from_torchvision(tv).eval()
-    """
-    from torchvision.models.detection import RetinaNet as TVRetinaNet
-
-    if not isinstance(tv_model, TVRetinaNet):
-        raise ValueError(f"expected a torchvision.models.detection.RetinaNet, got {type(tv_model).__name__}")
-    body = tv_model.backbone.body
-    fpn = tv_model.backbone.fpn
-    cls_head = tv_model.head.classification_head
-    reg_head = tv_model.head.regression_head
-    first_block = cls_head.conv[0]
-    head_norm = "group" if any(isinstance(m, nn.GroupNorm) for m in first_block.modules()) else None
-    frozen = isinstance(body.bn1, FrozenBatchNorm2d)
-    gen = tv_model.anchor_generator
-    if len({tuple(r) for r in gen.aspect_ratios}) != 1:
-        raise ValueError("torchvision anchor generators with different aspect ratios per level are not supported")
-    transform = tv_model.transform
-    if getattr(transform, "fixed_size", None) is not None:
-        raise ValueError("torchvision models with a fixed_size transform are not supported")
-    loss_type = getattr(reg_head, "_loss_type", "l1")
-    if loss_type not in ("l1", "smooth_l1", "giou"):
-        raise ValueError(f"unsupported box loss {loss_type!r}")
-
-    config = RetinaNetConfig(
-        num_classes=cls_head.num_classes,
-        backbone=_torchvision_backbone_name(body),
-        frozen_bn=frozen,
-        fpn_channels=tv_model.backbone.out_channels,
-        p6_from="p5" if fpn.extra_blocks.use_P5 else "c5",
-        head_convs=len(cls_head.conv),
-        head_norm=head_norm,
-        anchor_sizes=tuple(tuple(s) for s in gen.sizes),
-        anchor_scales=None,
-        aspect_ratios=tuple(gen.aspect_ratios[0]),
-        round_anchors=True,
-        strides_from_grid=True,
-        resize=True,
-        min_size=int(transform.min_size[-1]),
-        max_size=int(transform.max_size),
-        size_divisible=int(transform.size_divisible),
-        image_mean=tuple(transform.image_mean),
-        image_std=tuple(transform.image_std),
-        score_thresh=float(tv_model.score_thresh),
-        topk_candidates=int(tv_model.topk_candidates),
-        nms_thresh=float(tv_model.nms_thresh),
-        detections_per_img=int(tv_model.detections_per_img),
-        fg_iou=float(tv_model.proposal_matcher.high_threshold),
-        bg_iou=float(tv_model.proposal_matcher.low_threshold),
-        allow_low_quality=bool(tv_model.proposal_matcher.allow_low_quality_matches),
-        box_loss="l1" if loss_type == "l1" else loss_type,
-        smooth_l1_beta=0.0 if loss_type == "l1" else 1.0,
-        loss_normalize="image",
-    )
-    model = RetinaNet(config=config)
-    load_torchvision_state_dict(model, tv_model.state_dict())
-    # FrozenBatchNorm's eps is not in the state dict (COCO weights set it to 0): copy it.
-    ours = dict(model.backbone.body.named_modules())
-    for name, module in body.named_modules():
-        if hasattr(module, "eps") and name in ours:
-            ours[name].eps = module.eps
-    return model.train(tv_model.training)
-
-
-def load_torchvision_state_dict(model: RetinaNet, state_dict: dict[str, Tensor]) -> None:
-    """Load a torchvision RetinaNet state dict into ``model``, renaming keys; every key must fit."""
-    renamed = {}
-    for key, value in state_dict.items():
-        new = _torchvision_key(key)
-        if new is None:
-            raise ValueError(f"unexpected key {key!r} in the torchvision state dict")
-        renamed[new] = value
-    missing, unexpected = model.load_state_dict(renamed, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"state dict does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")

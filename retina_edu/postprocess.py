@@ -42,6 +42,7 @@ def select_top_per_level(
     box_deltas: Tensor,
     anchors: Tensor,
     num_anchors_per_level: Sequence[int],
+    *,
     score_thresh: float = SCORE_THRESH,
     topk_candidates: int = TOPK_CANDIDATES,
     box_coder: BoxCoder | None = None,
@@ -83,6 +84,7 @@ def postprocess_detections(
     anchors: Tensor,
     num_anchors_per_level: Sequence[int],
     image_sizes: Tensor | Sequence[tuple[int, int]],
+    *,
     score_thresh: float = SCORE_THRESH,
     topk_candidates: int = TOPK_CANDIDATES,
     nms_thresh: float = NMS_THRESH,
@@ -97,6 +99,9 @@ def postprocess_detections(
         anchors: ``Tensor[A, 4]`` xyxy, shared by the batch.
         num_anchors_per_level: anchors per level (``H_l * W_l * A_loc``), in level order.
         image_sizes: ``(H, W)`` of each image inside the padded batch (boxes are clipped to it).
+        score_thresh, topk_candidates, nms_thresh, detections_per_img: the paper's 0.05, 1000,
+            0.5 and 100; keyword-only, so two thresholds can never be swapped by position.
+        box_coder: decodes the deltas (the default ``BoxCoder()`` has RetinaNet's unit weights).
 
     Returns:
         One dict per image: ``"boxes"`` ``[D, 4]`` xyxy, ``"scores"`` ``[D]``, ``"labels"`` ``[D]``
@@ -107,7 +112,13 @@ def postprocess_detections(
     sizes = torch.as_tensor(image_sizes, device=device).reshape(batch, 2)
 
     boxes, scores, labels, keep = select_top_per_level(
-        cls_logits, box_deltas, anchors, num_anchors_per_level, score_thresh, topk_candidates, box_coder
+        cls_logits,
+        box_deltas,
+        anchors,
+        num_anchors_per_level,
+        score_thresh=score_thresh,
+        topk_candidates=topk_candidates,
+        box_coder=box_coder,
     )
     boxes = clip_boxes(boxes, sizes[:, None, :])
     image_idx = torch.arange(batch, device=device)[:, None].expand_as(scores)
