@@ -43,6 +43,8 @@ PAPER_STRIDES = (8, 16, 32, 64, 128)  # P3 .. P7
 PAPER_ANCHOR_SIZES = (32, 64, 128, 256, 512)  # base size (sqrt of area) per level
 PAPER_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 PAPER_ASPECT_RATIOS = (0.5, 1.0, 2.0)  # height / width
+# The paper's names of the pyramid levels, by index into the anchor settings (strides 8..128).
+PYRAMID_LEVEL_NAMES = ("P3", "P4", "P5", "P6", "P7")
 
 SizeSpec = Sequence[float] | Sequence[Sequence[float]]
 

@@ -1,23 +1,17 @@
-"""Tests of the focal loss figures and widgets of retina_edu.viz (notebook 03), on matplotlib's Agg backend."""
+"""Tests of retina_edu.viz.focal (notebook 03): Figure 1, the three panels, the loss shares and their explorers."""
 
 from __future__ import annotations
 
-import matplotlib
+import ipywidgets as widgets
+import numpy as np
+import pytest
+import torch
 
-matplotlib.use("Agg")
-
-import ipywidgets as widgets  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from retina_edu.losses import sigmoid_focal_loss  # noqa: E402
-from retina_edu.viz import (  # noqa: E402
+from retina_edu.viz import (
     FOCAL_GAMMAS,
     LOSS_GROUPS,
     focal_loss_explorer,
     focal_loss_readout,
-    focal_loss_vs_pt,
     loss_share_explorer,
     loss_shares,
     plot_focal_loss_curves,
@@ -45,23 +39,6 @@ def _closed_form(p: np.ndarray, gamma: float, alpha: float | None) -> tuple[np.n
     # d/dx of -α (1 - p)^γ log p with p = sigmoid(x), dp/dx = p (1 - p)
     grad = a * (1 - p) ** gamma * (gamma * p * np.log(p) - (1 - p))
     return loss, grad
-
-
-@pytest.mark.parametrize(("gamma", "alpha"), [(0.0, None), (0.5, 0.25), (2.0, None), (5.0, 0.75)])
-def test_focal_loss_vs_pt_matches_the_closed_form(gamma: float, alpha: float | None) -> None:
-    p = np.linspace(0.01, 0.99, 50)
-    curves = focal_loss_vs_pt(p, gamma, alpha)
-    loss, grad = _closed_form(p, gamma, alpha)
-    np.testing.assert_allclose(curves["loss"], loss, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(curves["grad"], grad, rtol=1e-7, atol=1e-12)
-    np.testing.assert_allclose(curves["ce"], -np.log(p))
-    np.testing.assert_allclose(curves["factor"], (1 - p) ** gamma)
-    np.testing.assert_allclose(curves["ce_grad"], p - 1)
-
-
-def test_focal_loss_vs_pt_rejects_probabilities_at_the_ends() -> None:
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        focal_loss_vs_pt([0.0, 0.5], 2.0)
 
 
 def test_figure_1_has_one_curve_per_gamma_and_the_shaded_region() -> None:
@@ -106,84 +83,73 @@ def _find(widget: widgets.Widget, kind: type) -> list[widgets.Widget]:
     return found
 
 
+def _fl_lines(box: widgets.Widget) -> tuple:
+    """The explorer's loss, factor and gradient curves (each panel's lines[0] is the dotted p_t marker)."""
+    return tuple(ax.lines[2] for ax in box.figure.axes)
+
+
 def test_explorer_has_gamma_and_alpha_sliders_checkbox_readout_and_image() -> None:
     box = focal_loss_explorer()
-    assert isinstance(box, widgets.VBox)
+    assert isinstance(box, widgets.VBox) and "focal-loss-explorer" in box._dom_classes
+    gamma, alpha, no_alpha = (box.controls[k] for k in ("gamma", "alpha", "no_alpha"))
     sliders = _find(box, widgets.FloatSlider)
-    gamma = [s for s in sliders if "focal-gamma" in s._dom_classes]
-    assert gamma == [box.gamma_slider]
-    assert box.gamma_slider.description == "γ"
-    assert (box.gamma_slider.min, box.gamma_slider.max, box.gamma_slider.step) == (0.0, 5.0, 0.1)
-    assert box.gamma_slider.continuous_update is False
-    assert box.gamma_slider.value == 2.0
-    assert box.alpha_slider in sliders and (box.alpha_slider.min, box.alpha_slider.max) == (0.0, 1.0)
-    assert _find(box, widgets.Checkbox) == [box.no_alpha] and box.no_alpha.description == "no α"
+    assert [s for s in sliders if "focal-gamma" in s._dom_classes] == [gamma]
+    assert gamma.description == "γ"
+    assert (gamma.min, gamma.max, gamma.step) == (0.0, 5.0, 0.1)
+    assert gamma.value == 2.0
+    assert alpha in sliders and (alpha.min, alpha.max) == (0.0, 1.0) and "focal-alpha" in alpha._dom_classes
+    assert _find(box, widgets.Checkbox) == [no_alpha] and no_alpha.description == "no α"
     assert _find(box, widgets.HTML) == [box.readout] and "focal-readout" in box.readout._dom_classes
     assert _find(box, widgets.Image) == [box.image] and box.image.value[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(box.figure.axes) == 3
 
 
-def test_moving_gamma_redraws_the_curves_the_readout_and_the_image() -> None:
+def test_moving_gamma_redraws_the_curves_and_the_readout() -> None:
     box = focal_loss_explorer(gamma=2.0)
-    panels = box.panels
-    before = {
-        "loss": panels.loss_line.get_ydata().copy(),
-        "factor": panels.factor_line.get_ydata().copy(),
-        "grad": panels.grad_line.get_ydata().copy(),
-        "readout": box.readout.value,
-        "image": box.image.value,
-    }
-    assert "100×" in before["readout"]
+    loss, factor, grad = _fl_lines(box)
+    before = {"loss": loss.get_ydata().copy(), "factor": factor.get_ydata().copy(), "grad": grad.get_ydata().copy()}
+    assert "100×" in box.readout.value
+    assert box.result["factor"] == pytest.approx(0.01)  # (1 - 0.9)^2 at the marked p_t
 
-    box.gamma_slider.value = 0.0
-    p = panels.loss_line.get_xdata()
-    np.testing.assert_allclose(panels.loss_line.get_ydata(), -np.log(p), rtol=1e-9)  # γ = 0: CE
-    np.testing.assert_allclose(panels.factor_line.get_ydata(), 1.0)
-    np.testing.assert_allclose(panels.grad_line.get_ydata(), p - 1, atol=1e-12)
-    assert "cross entropy" in box.readout.value and box.readout.value != before["readout"]
-    assert box.image.value != before["image"]
+    box.controls["gamma"].value = 0.0
+    p = loss.get_xdata()
+    np.testing.assert_allclose(loss.get_ydata(), -np.log(p), rtol=1e-9)  # γ = 0: CE
+    np.testing.assert_allclose(factor.get_ydata(), 1.0)
+    np.testing.assert_allclose(grad.get_ydata(), p - 1, atol=1e-12)
+    assert "cross entropy" in box.readout.value
 
-    box.gamma_slider.value = 5.0
+    box.controls["gamma"].value = 5.0
     assert "100,000×" in box.readout.value
-    assert (panels.loss_line.get_ydata() <= before["loss"] + 1e-12).all()
-    assert not np.allclose(panels.factor_line.get_ydata(), before["factor"])
-    assert not np.allclose(panels.grad_line.get_ydata(), before["grad"])
+    assert (loss.get_ydata() <= before["loss"] + 1e-12).all()
+    assert not np.allclose(factor.get_ydata(), before["factor"])
+    assert not np.allclose(grad.get_ydata(), before["grad"])
 
 
-def test_no_alpha_checkbox_switches_alpha_on_and_off() -> None:
-    box = focal_loss_explorer(gamma=2.0, alpha=0.25)
-    assert box.no_alpha.value is True and box.alpha_slider.disabled
-    without = box.panels.loss_line.get_ydata().copy()
-    box.no_alpha.value = False
-    assert not box.alpha_slider.disabled
-    np.testing.assert_allclose(box.panels.loss_line.get_ydata(), 0.25 * without, rtol=1e-9)
+def test_alpha_none_ticks_no_alpha_and_the_checkbox_switches_alpha_on_and_off() -> None:
+    box = focal_loss_explorer(gamma=2.0)
+    alpha, no_alpha = box.controls["alpha"], box.controls["no_alpha"]
+    assert no_alpha.value is True and alpha.disabled and alpha.value == 0.25
+    (loss, _, _) = _fl_lines(box)
+    without = loss.get_ydata().copy()
+    no_alpha.value = False
+    assert not alpha.disabled
+    np.testing.assert_allclose(loss.get_ydata(), 0.25 * without, rtol=1e-9)
     assert "α = 0.25" in box.readout.value
-    box.alpha_slider.value = 0.5
-    np.testing.assert_allclose(box.panels.loss_line.get_ydata(), 0.5 * without, rtol=1e-9)
-    box.no_alpha.value = True
-    np.testing.assert_allclose(box.panels.loss_line.get_ydata(), without, rtol=1e-9)
+    alpha.value = 0.5
+    np.testing.assert_allclose(loss.get_ydata(), 0.5 * without, rtol=1e-9)
+    no_alpha.value = True
+    assert alpha.disabled
+    np.testing.assert_allclose(loss.get_ydata(), without, rtol=1e-9)
     assert "No α" in box.readout.value
 
 
-def test_loss_shares_sum_to_one_and_match_a_direct_sum(scored_anchors) -> None:
-    logits, targets = scored_anchors
-    shares = loss_shares(logits, targets, gamma=2.0, alpha=0.25)
-    assert sum(shares[name] for name in LOSS_GROUPS) == pytest.approx(1.0)
-    loss = sigmoid_focal_loss(logits.double(), targets.double(), alpha=0.25, gamma=2.0)
-    positive = targets > 0
-    easy = ~positive & (torch.sigmoid(-logits) > 0.5)
-    assert shares["total"] == pytest.approx(float(loss.sum()), rel=1e-5)
-    assert shares["positives"] == pytest.approx(float(loss[positive].sum() / loss.sum()), rel=1e-5)
-    assert shares["easy negatives"] == pytest.approx(float(loss[easy].sum() / loss.sum()), rel=1e-5)
-    assert shares["count: positives"] == int(positive.sum())
-    assert shares["count: easy negatives"] == int(easy.sum())
-
-
-def test_easy_negatives_share_falls_as_gamma_grows(scored_anchors) -> None:
-    logits, targets = scored_anchors
-    easy = [loss_shares(logits, targets, g)["easy negatives"] for g in FOCAL_GAMMAS]
-    assert all(a > b for a, b in zip(easy, easy[1:]))
-    assert easy[0] > 0.5 and easy[FOCAL_GAMMAS.index(2.0)] < 0.2
+def test_explorer_starts_with_the_given_alpha_on() -> None:
+    box = focal_loss_explorer(gamma=2.0, alpha=0.75)
+    assert box.controls["no_alpha"].value is False and not box.controls["alpha"].disabled
+    assert box.controls["alpha"].value == 0.75
+    (loss, _, _) = _fl_lines(box)
+    p = loss.get_xdata()
+    np.testing.assert_allclose(loss.get_ydata(), -0.75 * (1 - p) ** 2 * np.log(p), rtol=1e-9)
 
 
 def test_plot_loss_shares_stacks_one_bar_per_gamma_and_group(scored_anchors) -> None:
@@ -199,20 +165,21 @@ def test_plot_loss_shares_stacks_one_bar_per_gamma_and_group(scored_anchors) -> 
 def test_share_explorer_moves_with_its_gamma_slider(scored_anchors) -> None:
     logits, targets = scored_anchors
     box = loss_share_explorer(logits, targets, gamma=2.0)
-    assert isinstance(box, widgets.VBox)
-    assert _find(box, widgets.FloatSlider) == [box.gamma_slider]
-    assert box.gamma_slider.description == "γ" and "loss-share-gamma" in box.gamma_slider._dom_classes
+    assert isinstance(box, widgets.VBox) and "loss-share-explorer" in box._dom_classes
+    gamma = box.controls["gamma"]
+    assert _find(box, widgets.FloatSlider) == [gamma]
+    assert gamma.description == "γ" and "loss-share-gamma" in gamma._dom_classes
     assert "loss-share-readout" in box.readout._dom_classes
     ax = box.figure.axes[0]
 
     def easy_fl_height() -> float:
         return ax.patches[1].get_height()  # group 0 (easy negatives), second bar (FL)
 
-    at_2, readout_2, image_2 = easy_fl_height(), box.readout.value, box.image.value
+    at_2 = easy_fl_height()
     assert ax.patches[0].get_height() == pytest.approx(100 * loss_shares(logits, targets, 0.0)["easy negatives"])
     assert at_2 == pytest.approx(100 * loss_shares(logits, targets, 2.0)["easy negatives"])
-    box.gamma_slider.value = 0.0
+    assert box.result["fl"] == loss_shares(logits, targets, 2.0)
+    gamma.value = 0.0
     assert easy_fl_height() == pytest.approx(ax.patches[0].get_height())  # γ = 0: FL is CE
     assert easy_fl_height() > at_2
-    assert box.readout.value != readout_2 and "γ = 0.0" in box.readout.value
-    assert box.image.value != image_2
+    assert "γ = 0.0" in box.readout.value

@@ -1,0 +1,97 @@
+"""The explorer contract (retina_edu.viz._explorer), checked on every explorer of the course.
+
+Each explorer is a VBox of [controls, readout, image] with ``.controls``, ``.readout``, ``.image``,
+``.figure``, ``.draw_count`` and ``.result``; moving a control redraws once and changes the readout,
+the image and the result; no pyplot figure is left open; sliders report on release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from retina_edu.anchors import generate_anchors
+from retina_edu.viz import (
+    anchor_explorer,
+    focal_loss_explorer,
+    loss_cdf_explorer,
+    loss_share_explorer,
+    matching_explorer,
+    nms_explorer,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE = torch.full((3, 128, 128), 0.5)
+GT = torch.tensor([[10.0, 12.0, 70.0, 60.0], [90.0, 90.0, 102.0, 101.0]])
+
+
+def _logits_and_targets() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    targets = (torch.rand(2000, generator=g) < 0.01).float()
+    return torch.randn(2000, generator=g) - 3 + 4 * targets, targets
+
+
+def _candidates() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[10.0, 10, 50, 50], [60, 20, 90, 80]]).repeat_interleave(6, 0)
+    boxes = centres + 3 * torch.randn(12, 4, generator=g)
+    return boxes, torch.rand(12, generator=g), torch.tensor([0] * 6 + [1] * 6)
+
+
+# (name, build, control to move, its new value)
+EXPLORERS: list[tuple[str, Callable[[], Any], str, Any]] = [
+    ("anchor", lambda: anchor_explorer(IMAGE), "level", 3),
+    ("matching", lambda: matching_explorer(IMAGE, generate_anchors((128, 128)), GT), "fg_iou", 0.7),
+    ("focal", lambda: focal_loss_explorer(), "gamma", 0.5),
+    ("loss share", lambda: loss_share_explorer(*_logits_and_targets()), "gamma", 0.5),
+    ("nms", lambda: nms_explorer(np.zeros((100, 100, 3)), *_candidates(), score_thresh=0.0), "iou", 0.95),
+    ("loss cdf", lambda: loss_cdf_explorer(torch.randn(40), torch.randn(300, 3) - 3), "gamma", 0.5),
+]
+
+
+@pytest.fixture(params=EXPLORERS, ids=[name for name, *_ in EXPLORERS])
+def explorer(request: pytest.FixtureRequest) -> tuple[Any, str, Any]:
+    _, build, control, value = request.param
+    plt.close("all")
+    return build(), control, value
+
+
+def test_explorer_is_controls_over_a_readout_over_an_image(explorer) -> None:
+    box, control, _ = explorer
+    assert isinstance(box, widgets.VBox)
+    row, readout, image = box.children
+    assert list(row.children) == list(box.controls.values()) and control in box.controls
+    assert readout is box.readout and isinstance(readout, widgets.HTML) and readout.value
+    assert image is box.image and image.value[:8] == PNG_SIGNATURE
+    assert isinstance(box.figure, Figure) and box.figure.axes
+    assert box.draw_count == 1 and box.result is not None
+
+
+def test_sliders_report_on_release(explorer) -> None:
+    box, _, _ = explorer
+    sliders = [c for c in box.controls.values() if hasattr(c, "continuous_update")]
+    assert sliders and all(c.continuous_update is False for c in sliders)
+
+
+def test_moving_a_control_redraws_once_and_changes_the_readout(explorer) -> None:
+    box, control, value = explorer
+    figure, readout, image, result = box.figure, box.readout.value, box.image.value, box.result
+    box.controls[control].value = value
+    assert box.draw_count == 2
+    assert box.figure is figure  # redrawn in place
+    assert box.readout.value != readout
+    assert box.image.value != image and box.image.value[:8] == PNG_SIGNATURE
+    assert box.result != result
+
+
+def test_explorers_leave_no_pyplot_figures_open(explorer) -> None:
+    box, control, value = explorer
+    box.controls[control].value = value
+    assert plt.get_fignums() == []
