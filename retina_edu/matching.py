@@ -11,9 +11,14 @@ anchor (small objects need this: see notebook 01's coverage plot).
 
 The result is one integer per anchor: the index of its ground-truth box, ``BACKGROUND = -1``
 or ``IGNORE = -2``, the same convention and result as ``torchvision``'s ``Matcher(0.5, 0.4, True)``.
+
+``label_anchors`` is the whole step a loss needs, named as in detectron2's RetinaNet: pad the
+batch's boxes, match, then gather each anchor's class and box (``AnchorLabels``).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,7 +26,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .boxes import box_iou, check_boxes
 
-__all__ = ["BACKGROUND", "FG_IOU", "BG_IOU", "IGNORE", "match_anchors", "pad_boxes"]
+__all__ = ["BACKGROUND", "FG_IOU", "BG_IOU", "IGNORE", "AnchorLabels", "label_anchors", "match_anchors", "pad_boxes"]
 
 FG_IOU = 0.5  # IoU >= 0.5: foreground
 BG_IOU = 0.4  # IoU < 0.4: background; in between: ignored
@@ -50,7 +55,8 @@ def pad_boxes(boxes: list[Tensor], labels: list[Tensor] | None = None) -> tuple[
     mask = torch.arange(m, device=counts.device)[None, :] < counts[:, None]
     lab = None
     if labels is not None:
-        lab = pad_sequence([*[l.long() for l in labels], labels[0].new_zeros(m, dtype=torch.int64)], batch_first=True)[:batch]
+        padding = labels[0].new_zeros(m, dtype=torch.int64)
+        lab = pad_sequence([*[l.long() for l in labels], padding], batch_first=True)[:batch]
     return out, mask, lab
 
 
@@ -117,3 +123,67 @@ def match_anchors(
 
     # An image whose rows are all padding has IoU -1 everywhere: all background, nothing restored.
     return matches[0] if single else matches
+
+
+class AnchorLabels(NamedTuple):
+    """What every anchor of a batch learns (``label_anchors``); ``A`` anchors, ``B`` images.
+
+    Attributes:
+        matches: ``LongTensor[B, A]``: the index of the matched box in its image's target,
+            ``BACKGROUND`` (-1) or ``IGNORE`` (-2), as ``match_anchors`` returns.
+        labels: ``LongTensor[B, A]``: the class (``0..K-1``) of the matched box for a positive
+            anchor, ``BACKGROUND`` (-1) for a background anchor and ``IGNORE`` (-2) for an ignored
+            one. There is no background class: a sigmoid head's negative is "all K outputs 0".
+        boxes: ``Tensor[B, A, 4]`` xyxy in the anchors' dtype: the matched box of a positive
+            anchor; zeros elsewhere (select with ``positive``).
+    """
+
+    matches: Tensor
+    labels: Tensor
+    boxes: Tensor
+
+    @property
+    def positive(self) -> Tensor:
+        """``BoolTensor[B, A]``: anchors matched to a box (they learn its class and its box)."""
+        return self.matches >= 0
+
+    @property
+    def valid(self) -> Tensor:
+        """``BoolTensor[B, A]``: anchors that count in the classification loss (all but the ignored)."""
+        return self.matches != IGNORE
+
+
+def label_anchors(
+    anchors: Tensor,
+    targets: list[dict[str, Tensor]],
+    fg_iou: float = FG_IOU,
+    bg_iou: float = BG_IOU,
+    allow_low_quality: bool = True,
+) -> AnchorLabels:
+    """Label every anchor of a batch: pad the boxes, match, gather the matched class and box.
+
+    detectron2's ``RetinaNet.label_anchors`` does this one image at a time; here the whole batch
+    goes through one padded ``match_anchors`` call.
+
+    Args:
+        anchors: ``Tensor[A, 4]`` xyxy, shared by the batch.
+        targets: one dict per image with ``"boxes"`` ``Tensor[N_i, 4]`` xyxy and ``"labels"``
+            ``LongTensor[N_i]``; ``N_i = 0`` is an image of pure background.
+        fg_iou, bg_iou, allow_low_quality: the matching rule (see ``match_anchors``).
+
+    Returns:
+        ``AnchorLabels(matches [B, A], labels [B, A], boxes [B, A, 4])``.
+    """
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+            raise ValueError(f"target {i} must be a dict with 'boxes' and 'labels'")
+    gt_boxes, gt_mask, gt_labels = pad_boxes(
+        [t["boxes"].to(anchors.dtype) for t in targets], [t["labels"] for t in targets]
+    )
+    matches = match_anchors(anchors, gt_boxes, fg_iou, bg_iou, allow_low_quality, gt_mask=gt_mask)  # [B, A]
+    positive = matches >= 0
+    index = matches.clamp(min=0)  # a valid row for every anchor; the non-positives are masked below
+    labels = torch.where(positive, gt_labels.gather(1, index), matches)
+    boxes = gt_boxes.gather(1, index[..., None].expand(-1, -1, 4))
+    boxes = torch.where(positive[..., None], boxes, boxes.new_zeros(()))
+    return AnchorLabels(matches, labels, boxes)

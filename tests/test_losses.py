@@ -15,12 +15,14 @@ from retina_edu.losses import (
     binary_cross_entropy,
     focal_loss_per_image,
     giou_loss,
+    ohem_classification_loss,
     retinanet_loss,
     sigmoid_focal_loss,
     smooth_l1_loss,
     softmax_focal_loss,
     validate_targets,
 )
+from retina_edu.matching import label_anchors
 
 
 @pytest.mark.parametrize("alpha", [0.25, 0.5, 0.0, 1.0, -1.0])
@@ -123,10 +125,14 @@ def reference_loss(cls_logits, box_deltas, anchors, targets, normalize="batch", 
         cls_sums.append(torchvision.ops.sigmoid_focal_loss(logits[valid], target[valid], reduction="sum"))
         gt = t["boxes"][matched[fg]]
         if box == "giou":
-            box_sums.append(torchvision.ops.generalized_box_iou_loss(coder.decode_single(deltas[fg], anchors[fg]), gt, reduction="sum"))
+            decoded = coder.decode_single(deltas[fg], anchors[fg])
+            box_sums.append(torchvision.ops.generalized_box_iou_loss(decoded, gt, reduction="sum"))
         else:
             enc = coder.encode_single(gt, anchors[fg])
-            loss = F.l1_loss(deltas[fg], enc, reduction="sum") if beta == 0 else F.smooth_l1_loss(deltas[fg], enc, beta=beta, reduction="sum")
+            if beta == 0:
+                loss = F.l1_loss(deltas[fg], enc, reduction="sum")
+            else:
+                loss = F.smooth_l1_loss(deltas[fg], enc, beta=beta, reduction="sum")
             box_sums.append(loss)
         positives.append(int(fg.sum()))
     if normalize == "batch":
@@ -143,7 +149,8 @@ def make_batch(objects_per_image, num_classes=3, size=128, seed=0):
     for n in objects_per_image:
         xy = torch.rand(n, 2, generator=g) * size * 0.7
         wh = torch.rand(n, 2, generator=g) * size * 0.4 + 6
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, num_classes, (n,), generator=g)})
+        labels = torch.randint(0, num_classes, (n,), generator=g)
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": labels})
     b = len(objects_per_image)
     cls_logits = torch.randn(b, anchors.shape[0], num_classes, generator=g) - 3
     box_deltas = torch.randn(b, anchors.shape[0], 4, generator=g) * 0.3
@@ -158,7 +165,8 @@ def test_retinanet_loss_matches_per_image_reference(objects, normalize, box, bet
     ours = retinanet_loss(cls_logits, box_deltas, anchors, targets, normalize=normalize, box_loss=box, beta=beta)
     ref_cls, ref_box = reference_loss(cls_logits, box_deltas, anchors, targets, normalize, box, beta)
     torch.testing.assert_close(ours["classification"], torch.as_tensor(ref_cls), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ours["bbox_regression"], torch.as_tensor(ref_box, dtype=torch.float32), rtol=1e-5, atol=1e-6)
+    ref_box = torch.as_tensor(ref_box, dtype=torch.float32)
+    torch.testing.assert_close(ours["bbox_regression"], ref_box, rtol=1e-5, atol=1e-6)
 
 
 def test_retinanet_loss_gradients_match_reference():
@@ -190,7 +198,8 @@ def test_loss_at_prior_init_is_what_the_formula_predicts():
 @pytest.mark.parametrize(
     "targets,message",
     [
-        ([{"boxes": torch.tensor([[5.0, 5, 3, 9]]), "labels": torch.tensor([0])}], r"target 0: box 0 \[5.0, 5.0, 3.0, 9.0\] has x2 <= x1"),
+        ([{"boxes": torch.tensor([[5.0, 5, 3, 9]]), "labels": torch.tensor([0])}],
+         r"target 0: box 0 \[5.0, 5.0, 3.0, 9.0\] has x2 <= x1"),
         ([{"boxes": torch.tensor([[5.0, 5, 9, 5]]), "labels": torch.tensor([0])}], "y2 <= y1"),
         ([{"boxes": torch.tensor([[5.0, 5, float("nan"), 9]]), "labels": torch.tensor([0])}], "not finite"),
         ([{"boxes": torch.tensor([[5.0, 5, 9, 9]]), "labels": torch.tensor([3])}], "label 3, outside"),
@@ -224,3 +233,44 @@ def test_fast_focal_loss_per_image_equals_the_plain_formula(alpha, gamma, dtype,
     (fast * weights).sum().backward()
     (plain * weights).sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# OHEM (Table 1d) against a float64 reference over torchvision's Matcher
+# ---------------------------------------------------------------------------------------------
+def reference_ohem(cls_logits, anchors, targets, ratio):
+    """Per image: torchvision's Matcher, CE summed over classes; then the batch's hardest negatives."""
+    matcher = Matcher(0.5, 0.4, True)
+    pos_losses, neg_losses = [], []
+    for logits, t in zip(cls_logits.double(), targets):
+        matched = matcher(torchvision.ops.box_iou(t["boxes"], anchors)) if len(t["boxes"]) else torch.full(
+            (anchors.shape[0],), -1)
+        target = torch.zeros_like(logits)
+        fg = matched >= 0
+        target[fg, t["labels"][matched[fg]]] = 1.0
+        ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
+        pos_losses.append(ce[fg])
+        neg_losses.append(ce[matched == -1])
+    pos, neg = torch.cat(pos_losses), torch.cat(neg_losses)
+    k = min(ratio * max(len(pos), 1), len(neg))
+    return (pos.sum() + neg.sort(descending=True).values[:k].sum()) / max(len(pos), 1)
+
+
+@pytest.mark.parametrize("objects", [[3, 0, 5, 1], [0, 0], [2]])
+@pytest.mark.parametrize("ratio", [3, 1])
+def test_ohem_loss_is_ce_on_positives_and_the_hardest_negatives(objects, ratio):
+    cls_logits, _, anchors, targets = make_batch(objects, seed=len(objects) + ratio)
+    ours = ohem_classification_loss(cls_logits, label_anchors(anchors, targets), neg_pos_ratio=ratio)
+    expected = reference_ohem(cls_logits, anchors, targets, ratio)
+    torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ohem_loss_never_counts_ignored_anchors_and_checks_shapes():
+    cls_logits, _, anchors, targets = make_batch([4], seed=5)
+    labelled = label_anchors(anchors, targets)
+    ignored = labelled.matches == -2
+    assert ignored.any()
+    huge = cls_logits.masked_fill(ignored[..., None], 50.0)  # an ignored anchor would be the hardest negative
+    torch.testing.assert_close(ohem_classification_loss(huge, labelled), ohem_classification_loss(cls_logits, labelled))
+    with pytest.raises(ValueError, match="must agree"):
+        ohem_classification_loss(cls_logits[:, :10], labelled)

@@ -6,7 +6,7 @@ import torchvision
 from torchvision.models.detection._utils import Matcher
 
 from retina_edu.anchors import generate_anchors
-from retina_edu.matching import BACKGROUND, IGNORE, match_anchors, pad_boxes
+from retina_edu.matching import BACKGROUND, IGNORE, AnchorLabels, label_anchors, match_anchors, pad_boxes
 
 
 def random_gt(n, size=128, generator=None):
@@ -71,9 +71,62 @@ def test_ignore_band_is_labelled_minus_two():
 
 
 def test_pad_boxes_shapes_and_labels():
-    boxes, mask, labels = pad_boxes([torch.ones(2, 4), torch.zeros(0, 4)], [torch.tensor([3, 1]), torch.zeros(0, dtype=torch.long)])
+    labels_in = [torch.tensor([3, 1]), torch.zeros(0, dtype=torch.long)]
+    boxes, mask, labels = pad_boxes([torch.ones(2, 4), torch.zeros(0, 4)], labels_in)
     assert boxes.shape == (2, 2, 4) and mask.tolist() == [[True, True], [False, False]]
     assert labels.tolist() == [[3, 1], [0, 0]]
+
+
+def random_targets(counts, num_classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"boxes": random_gt(n, generator=g), "labels": torch.randint(0, num_classes, (n,), generator=g)}
+            for n in counts]
+
+
+@pytest.mark.parametrize("low_quality", [True, False])
+@pytest.mark.parametrize("counts", [[3, 0, 7, 1], [0, 0], [1]])
+def test_label_anchors_equals_torchvision_matcher_per_image(counts, low_quality):
+    anchors = generate_anchors((128, 128))
+    targets = random_targets(counts, seed=len(counts))
+    labelled = label_anchors(anchors, targets, allow_low_quality=low_quality)
+    assert isinstance(labelled, AnchorLabels)
+    assert labelled.matches.shape == labelled.labels.shape == (len(counts), anchors.shape[0])
+    assert labelled.boxes.shape == (len(counts), anchors.shape[0], 4)
+    for i, t in enumerate(targets):
+        matched = torchvision_matches(anchors, t["boxes"], low_quality=low_quality)
+        fg = matched >= 0
+        assert torch.equal(labelled.matches[i], matched), f"image {i}"
+        # the class of the matched box for positives; the match code itself (-1 / -2) elsewhere
+        expected_labels = matched.clone()
+        expected_labels[fg] = t["labels"][matched[fg]]
+        assert torch.equal(labelled.labels[i], expected_labels), f"image {i}"
+        expected_boxes = torch.zeros(anchors.shape[0], 4)
+        expected_boxes[fg] = t["boxes"][matched[fg]]
+        assert torch.equal(labelled.boxes[i], expected_boxes), f"image {i}"
+        assert torch.equal(labelled.positive[i], fg) and torch.equal(labelled.valid[i], matched != IGNORE)
+
+
+def test_label_anchors_equals_pad_match_gather():
+    # the three steps label_anchors names, written out as retinanet_loss used to
+    anchors = generate_anchors((128, 128))
+    targets = random_targets([2, 5, 0], seed=3)
+    boxes, mask, labels = pad_boxes([t["boxes"] for t in targets], [t["labels"] for t in targets])
+    matches = match_anchors(anchors, boxes, gt_mask=mask)
+    index = matches.clamp(min=0)
+    positive = matches >= 0
+    labelled = label_anchors(anchors, targets)
+    assert torch.equal(labelled.matches, matches)
+    assert torch.equal(labelled.labels[positive], labels.gather(1, index)[positive])
+    assert torch.equal(labelled.boxes[positive], boxes.gather(1, index[..., None].expand(-1, -1, 4))[positive])
+    assert (labelled.labels[~positive] < 0).all() and (labelled.boxes[~positive] == 0).all()
+
+
+def test_label_anchors_keeps_the_anchors_dtype_and_names_a_bad_target():
+    anchors = generate_anchors((64, 64)).double()
+    labelled = label_anchors(anchors, random_targets([2]))
+    assert labelled.boxes.dtype == torch.float64 and labelled.labels.dtype == torch.int64
+    with pytest.raises(ValueError, match="target 1"):
+        label_anchors(anchors, [*random_targets([1]), {"boxes": torch.zeros(0, 4)}])
 
 
 @pytest.mark.parametrize(
