@@ -30,6 +30,7 @@ __all__ = [
     "PAPER_ASPECT_RATIOS",
     "PAPER_SCALES",
     "PAPER_STRIDES",
+    "PYRAMID_LEVEL_NAMES",
     "AnchorGenerator",
     "anchors_per_level",
     "cell_anchors",
