@@ -13,8 +13,13 @@ Where torchvision differs from the paper, it is an argument here:
 * sizes: torchvision truncates the scaled sizes to integers (32, 40, 50 instead of 32, 40.3,
   50.8) and rounds the corners of the centred anchors. Pass
   ``sizes=torchvision_anchor_sizes(), scales=None, round_base=True`` to get its anchors.
-* centre: both the paper (Detectron) and torchvision put anchor centres at ``i * stride``
-  (``offset=0``); ``offset=0.5`` centres them in their cell, as detectron2 allows.
+* centre: torchvision and detectron2 (by default) put anchor centres at ``i * stride``, the
+  top-left corner of each cell (``offset=0``, our default, so torchvision's weights give its
+  detections). The paper's Detectron centres them in the cell: its ``generate_anchors`` is
+  "centered on stride / 2" and first rounds each aspect ratio's shape to whole pixels at the
+  stride before scaling it (on P3, size 32, h/w = 0.5 gives 44 x 24 rather than 45.3 x 22.6).
+  ``offset=0.5`` gives Detectron's (and detectron2's ``offset=0.5``) centring; the rounding of
+  the shapes is not reproduced.
 """
 
 from __future__ import annotations
@@ -155,7 +160,8 @@ def anchors_per_level(
         strides: the stride of each level.
         sizes, scales: see ``level_anchor_sizes``.
         aspect_ratios: heights over widths.
-        offset: anchor centres at ``(i + offset) * stride``; the paper and torchvision use 0.
+        offset: anchor centres at ``(i + offset) * stride``: 0 as torchvision and detectron2's
+            default, 0.5 for the cell centre as the paper's Detectron (see the module docstring).
         round_base: round the centred anchors to integers, as torchvision does.
         grid_sizes: the feature map sizes; by default ``feature_map_sizes(image_size, strides)``.
         strides_from_grid: take each level's stride as ``image_size // grid_size`` per axis, as
