@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from retina_edu import ablations as ab  # noqa: E402
 from retina_edu.data import CocoDetection, make_shapes_splits  # noqa: E402
+from retina_edu.files import write_atomic  # noqa: E402
 
 STUDIES = ("gamma_alpha", "prior", "anchors", "ohem", "figure4")
 
@@ -57,19 +58,55 @@ def build_runs(args, num_train: int) -> list[tuple[str, ab.Ablation]]:
     return runs
 
 
+def result_row(result: ab.AblationResult, study: str = "") -> dict:
+    """One flat CSV row for a result of ``run_ablation``."""
+    a = result.ablation
+    metrics = result.metrics or {}
+    versions = result.versions
+    return {
+        "study": study,
+        "name": result.name,
+        "gamma": a.gamma,
+        "alpha": "" if a.alpha is None else a.alpha,
+        "prior": a.prior_probability,
+        "anchors": f"{len(a.anchor_scales)}x{len(a.aspect_ratios)}",
+        "loss": a.loss,
+        "seed": a.seed,
+        "steps": result.steps,
+        "batch_size": a.batch_size,
+        "image_size": a.image_size,
+        "train_images": result.num_train_images,
+        "val_images": result.num_val_images,
+        "trunk_steps": a.trunk.steps if a.trunk else 0,
+        "trunk_frozen": bool(a.trunk) and a.freeze_trunk,
+        **{k: round(float(metrics[k]), 4) if k in metrics else "" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+        "final_loss": round(result.history["loss"][-1], 4) if result.history["loss"] else "",
+        "diverged_at": result.diverged_at if result.diverged_at is not None else "",
+        "seconds": round(result.seconds, 1),
+        "device": result.device,
+        "threads": result.threads,
+        "date": result.date,
+        "torch": versions["torch"],
+        "torchvision": versions["torchvision"],
+        "retina_edu": versions["retina_edu"],
+        "python": versions["python"],
+        "key": result.key,
+    }
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
-    """Write the CSV through a temporary file, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    """Write the CSV atomically (``retina_edu.files``), so a reader never sees half of it."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_atomic(path, write)
 
 
-def figures(results: list[tuple[str, dict]], out: Path, seed: int = 0) -> list[Path]:
+def figures(results: list[tuple[str, ab.AblationResult]], out: Path, seed: int = 0) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,10 +115,11 @@ def figures(results: list[tuple[str, dict]], out: Path, seed: int = 0) -> list[P
     from retina_edu.viz import plot_ablation_bars, plot_loss_cdfs, plot_loss_curves
 
     paths = []
-    by_study: dict[str, list[dict]] = {}
+    by_study: dict[str, list[ab.AblationResult]] = {}
     for study, r in results:
         by_study.setdefault(study, []).append(r)
-    for study, title in (("gamma_alpha", "Table 1a/1b: CE by α, FL by γ"), ("anchors", "Table 1c: anchors per location"),
+    for study, title in (("gamma_alpha", "Table 1a/1b: CE by α, FL by γ"),
+                         ("anchors", "Table 1c: anchors per location"),
                          ("ohem", "Table 1d: OHEM vs FL")):
         if study not in by_study:
             continue
@@ -96,22 +134,22 @@ def figures(results: list[tuple[str, dict]], out: Path, seed: int = 0) -> list[P
         plt.close(fig)
     if "prior" in by_study:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_loss_curves({r["name"]: r["history"]["classification"] + ([math.nan] if r["diverged_at"] else [])
+        plot_loss_curves({r.name: r.history["classification"] + ([math.nan] if r.diverged_at else [])
                           for r in by_study["prior"]}, ax=ax, ylabel="classification loss",
                          title="Prior init: CE with and without π = 0.01 (paper's SGD)")
         fig.tight_layout()
         paths.append(out / "ablations_prior.png")
         fig.savefig(paths[-1])
         plt.close(fig)
-    figure4 = [r for s, r in results if s == "gamma_alpha" and r["ablation"]["seed"] == seed
-               and r["name"] in ("FL γ=2 α=0.25", "CE α=0.75") and r.get("anchor_logits_path")]
+    figure4 = [r for s, r in results if s == "gamma_alpha" and r.ablation.seed == seed
+               and r.name in ("FL γ=2 α=0.25", "CE α=0.75") and r.anchor_logits_path]
     if figure4:
         fig, axes = plt.subplots(len(figure4), 2, figsize=(9, 3.3 * len(figure4)), squeeze=False)
         for row, r in zip(axes, figure4):
             losses = ab.anchor_losses(ab.load_anchor_logits(r))
             for ax, group in zip(row, ("positive", "negative")):
                 plot_loss_cdfs({g: ab.loss_cdf(v[group]) for g, v in losses.items()}, ax=ax,
-                               title=f"{group} anchors, model trained with {r['name']}")
+                               title=f"{group} anchors, model trained with {r.name}")
         fig.tight_layout()
         paths.append(out / "ablations_figure4.png")
         fig.savefig(paths[-1])
@@ -157,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     train_data = CocoDetection.from_folder(splits["train"])
     val_data = CocoDetection.from_folder(splits["val"])
     runs = build_runs(args, len(train_data))
-    print(f"{len(runs)} runs, cache {args.cache_dir}, device {args.device or ('cuda' if torch.cuda.is_available() else 'cpu')}",
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"{len(runs)} runs, cache {args.cache_dir}, device {device}",
           flush=True)
 
     results, rows, start = [], [], time.perf_counter()
@@ -166,15 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         r = ab.run_ablation(ablation, train_data, val, cache_dir=args.cache_dir, device=args.device,
                             progress=args.progress)
         results.append((study, r))
-        rows.append(ab.result_row(r, study))
-        if r["metrics"]:
-            ap = f"AP {r['metrics']['AP']:.3f} AP50 {r['metrics']['AP50']:.3f}"
-        elif r["diverged_at"]:
-            ap = f"diverged at step {r['diverged_at']}"
+        rows.append(result_row(r, study))
+        if r.metrics:
+            ap = f"AP {r.metrics['AP']:.3f} AP50 {r.metrics['AP50']:.3f}"
+        elif r.diverged_at:
+            ap = f"diverged at step {r.diverged_at}"
         else:
-            ap = f"class loss {r['history']['classification'][0]:.3g} -> {r['history']['classification'][-1]:.3g}"
-        took = "cached" if r["cached"] else f"{r['seconds']:.0f} s"
-        print(f"[{i:2d}/{len(runs)}] {study:11s} {r['name']:<22s} seed {ablation.seed}  {r['steps']:4d} steps  {ap}  {took}",
+            ap = f"class loss {r.history['classification'][0]:.3g} -> {r.history['classification'][-1]:.3g}"
+        took = "cached" if r.cached else f"{r.seconds:.0f} s"
+        print(f"[{i:2d}/{len(runs)}] {study:11s} {r.name:<22s} seed {ablation.seed}  {r.steps:4d} steps  {ap}  {took}",
               flush=True)
     path = write_rows(args.out / "ablations.csv", rows)
     print(f"\n{path} ({len(rows)} rows) in {time.perf_counter() - start:.0f} s")
@@ -182,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         stats = ab.summarise([r for s, r in results if s == study])
         print(f"\n{study}: val AP, mean ± std over seeds (n)")
         for name, s in stats.items():
-            print(f"  {name:<22s} {s['mean']:.3f} ± {s['std']:.3f} ({s['n']}{', ' + str(s['diverged']) + ' diverged' if s['diverged'] else ''})")
+            diverged = f", {s['diverged']} diverged" if s["diverged"] else ""
+            print(f"  {name:<22s} {s['mean']:.3f} ± {s['std']:.3f} ({s['n']}{diverged})")
     for p in figures(results, args.out, seed=args.seeds[0]):
         print(p)
     return 0

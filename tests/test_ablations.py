@@ -1,16 +1,22 @@
-"""retina_edu.ablations: the Figure-4 curve, the per-anchor losses, OHEM, and the cached runner."""
+"""retina_edu.ablations: the anchor logits of Figure 4, OHEM, the cached runner and its results."""
 
+import importlib
 import json
-import math
-import os
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.detection._utils import Matcher
 
+import retina_edu.ablations
 import retina_edu.train
+from retina_edu import analysis
 from retina_edu.ablations import (
     Ablation,
+    AblationResult,
     OHEMRetinaNet,
+    _split_anchor_logits,
     ablation_key,
     anchor_losses,
     evaluate_with_anchor_logits,
@@ -20,46 +26,29 @@ from retina_edu.ablations import (
     loss_cdf,
     make_preset,
     run_ablation,
-    write_json_atomic,
+    summarise,
 )
+from retina_edu.anchors import generate_anchors
 from retina_edu.data import CocoDetection
 from retina_edu.evaluate import coco_map
-from retina_edu.losses import sigmoid_focal_loss
-from retina_edu.model import RetinaNet
+from retina_edu.model import RetinaNet, RetinaNetConfig
 
 
-def test_loss_cdf_of_a_hand_computed_example():
-    fraction, cumulative = loss_cdf(torch.tensor([3.0, 1.0, 0.0, 4.0, 2.0]))
-    # sorted 0, 1, 2, 3, 4; cumulative sums 0, 1, 3, 6, 10; total 10
-    assert fraction.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
-    assert cumulative.tolist() == pytest.approx([0.0, 0.1, 0.3, 0.6, 1.0])
+def test_figure4_maths_is_the_analysis_module_reexported():
+    # notebook 09 reads ab.anchor_losses / ab.loss_cdf / ab.hardest_share; tests/test_analysis.py checks them
+    assert anchor_losses is analysis.anchor_losses and loss_cdf is analysis.loss_cdf
+    assert hardest_share is analysis.hardest_share
+    assert retina_edu.ablations.FIGURE4_GAMMAS == analysis.FIGURE4_GAMMAS
 
 
-def test_loss_cdf_rejects_what_cannot_be_normalised():
-    for bad in (torch.tensor([]), torch.zeros(3), torch.tensor([1.0, -1.0]), torch.tensor([1.0, float("nan")])):
-        with pytest.raises(ValueError):
-            loss_cdf(bad)
-
-
-def test_hardest_share_is_one_minus_the_cdf():
-    losses = torch.tensor([3.0, 1.0, 0.0, 4.0, 2.0, 10.0, 0.5, 0.25, 7.0, 1.25])
-    assert hardest_share(losses, 0.1) == pytest.approx(10 / 29)  # the largest of 10
-    assert hardest_share(losses, 0.2) == pytest.approx(17 / 29)
-    fraction, cumulative = loss_cdf(losses)
-    assert hardest_share(losses, 0.3) == pytest.approx(1 - float(cumulative[6]))  # 7 easiest of 10
-    assert hardest_share(losses, 1.0) == pytest.approx(1.0)
-
-
-def test_anchor_losses_are_the_focal_loss_per_anchor_and_sharpen_with_gamma():
-    g = torch.Generator().manual_seed(0)
-    logits = {"positive": torch.randn(50, generator=g), "negative": torch.randn(400, 4, generator=g) - 4}
-    losses = anchor_losses(logits, gammas=(0.0, 2.0))
-    neg2 = sigmoid_focal_loss(logits["negative"].double(), torch.zeros(400, 4, dtype=torch.float64), None, 2.0).sum(1)
-    pos0 = torch.nn.functional.binary_cross_entropy_with_logits(logits["positive"].double(), torch.ones(50, dtype=torch.float64), reduction="none")
-    torch.testing.assert_close(losses[2.0]["negative"], neg2)
-    torch.testing.assert_close(losses[0.0]["positive"], pos0)
-    # (1 - p_t)^γ weighs the hard ones more: the hardest tenth's share grows with γ
-    assert hardest_share(losses[2.0]["negative"]) > hardest_share(losses[0.0]["negative"])
+def test_the_package_reexports_every_public_name_of_its_modules():
+    # notebook 09 and benchmarks/ablations.py read everything as ab.X from the package
+    package = retina_edu.ablations
+    for name in ("config", "figure4", "ohem", "result", "runner", "studies"):
+        module = importlib.import_module(f"retina_edu.ablations.{name}")
+        assert set(module.__all__) <= set(package.__all__), module.__name__
+        assert all(getattr(package, name) is getattr(module, name) for name in module.__all__)
+    assert all(hasattr(package, name) for name in package.__all__)
 
 
 def test_ohem_loss_keeps_positives_and_three_times_as_many_hardest_negatives():
@@ -72,11 +61,34 @@ def test_ohem_loss_keeps_positives_and_three_times_as_many_hardest_negatives():
     deltas = torch.zeros(1, 6, 4)
     targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}]
     out = model.compute_loss(logits, deltas, anchors, targets)
-    ce = lambda x, t: float(torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(t), reduction="sum"))
+
+    def ce(x, t):
+        return float(F.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(t), reduction="sum"))
+
     positive = ce([2.0, -1.0], [0.0, 1.0])
     negatives = sorted((ce(row, [0.0, 0.0]) for row in logits[0, 1:].tolist()), reverse=True)[:3]
     assert out["classification"].item() == pytest.approx(positive + sum(negatives), rel=1e-5)
     assert out["bbox_regression"].item() == 0.0
+
+
+def test_anchor_logits_are_split_by_the_training_matcher():
+    # positives: the logit of the matched box's class; negatives: every class of the background anchors
+    g = torch.Generator().manual_seed(4)
+    anchors = generate_anchors((64, 64))
+    xy = torch.rand(2, 3, 2, generator=g) * 40
+    targets = [{"boxes": torch.cat([xy[i], xy[i] + 8 + torch.rand(3, 2, generator=g) * 16], 1),
+                "labels": torch.randint(0, 3, (3,), generator=g)} for i in range(2)] + [
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    cls_logits = torch.randn(3, len(anchors), 3, generator=g)
+    pos, neg = _split_anchor_logits(cls_logits, anchors, targets, RetinaNetConfig(num_classes=3))
+    expected_pos, expected_neg = [], []
+    for logits, t in zip(cls_logits, targets):
+        matched = (Matcher(0.5, 0.4, True)(torchvision.ops.box_iou(t["boxes"], anchors)) if len(t["boxes"])
+                   else torch.full((len(anchors),), -1))
+        fg = matched >= 0
+        expected_pos.append(logits[fg].gather(1, t["labels"][matched[fg]][:, None])[:, 0])
+        expected_neg.append(logits[matched == -1])
+    assert torch.equal(pos, torch.cat(expected_pos)) and torch.equal(neg, torch.cat(expected_neg))
 
 
 @pytest.fixture(scope="module")
@@ -139,20 +151,68 @@ def test_second_run_with_the_same_config_trains_nothing(tiny, tmp_path, monkeypa
 
     monkeypatch.setattr(retina_edu.train, "train", counting_train)
     first = run_ablation(tiny_ablation(), tiny, tiny, cache_dir=tmp_path)
-    assert len(calls) == 1 and not first["cached"]
-    assert first["steps"] == 2 and len(first["history"]["loss"]) == 2
-    assert set(first["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert len(calls) == 1 and not first.cached
+    assert first.steps == 2 and len(first.history["loss"]) == 2
+    assert set(first.metrics) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == [f"{first['key']}.json", f"{first['key']}.pt"]  # no temporary files left
+    assert files == [f"{first.key}.json", f"{first.key}.pt"]  # no temporary files left
 
     second = run_ablation(tiny_ablation(name="same config, other name"), tiny, tiny, cache_dir=tmp_path)
-    assert len(calls) == 1 and second["cached"]
-    assert second["name"] == "same config, other name"
-    assert second["metrics"] == first["metrics"] and second["history"] == first["history"]
+    assert len(calls) == 1 and second.cached
+    assert second.name == "same config, other name"
+    assert second.metrics == first.metrics and second.history == first.history
     torch.testing.assert_close(load_anchor_logits(second), load_anchor_logits(first))
 
     third = run_ablation(tiny_ablation(seed=1), tiny, tiny, cache_dir=tmp_path)
-    assert len(calls) == 2 and not third["cached"]
+    assert len(calls) == 2 and not third.cached
+
+
+# The keys of the dict run_ablation returned and cached before AblationResult (cache version 1).
+OLD_RESULT_KEYS = {
+    "cache_version", "key", "name", "ablation", "preset", "num_train_images", "num_val_images", "metrics",
+    "per_class", "history", "steps", "diverged_at", "train_seconds", "eval_seconds", "seconds", "device",
+    "threads", "date", "versions", "anchor_logits", "weights", "trunk_key", "trunk_metrics",
+}
+OLD_COUNT_KEYS = {"num_positive", "num_negative", "num_negative_sampled"}  # only when the run was evaluated
+
+
+def test_the_cached_json_keeps_the_old_form_and_reads_back(tiny, tmp_path):
+    result = run_ablation(tiny_ablation(), tiny, tiny, cache_dir=tmp_path)
+    saved = json.loads((tmp_path / f"{result.key}.json").read_text())
+    assert set(saved) == OLD_RESULT_KEYS | OLD_COUNT_KEYS
+    assert saved["seconds"] == pytest.approx(saved["train_seconds"] + saved["eval_seconds"])
+    back = AblationResult.from_json(saved)
+    assert json.loads(json.dumps(back.to_json())) == saved and back.ablation == result.ablation
+    assert (back.metrics, back.history, back.num_positive) == (result.metrics, result.history, result.num_positive)
+
+
+def test_a_cache_file_in_the_old_form_is_used_without_training(tiny, tmp_path, monkeypatch):
+    first = run_ablation(tiny_ablation(), tiny, tiny, cache_dir=tmp_path)
+    path = tmp_path / f"{first.key}.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k in OLD_RESULT_KEYS}  # as if never evaluated
+    old["ablation"]["name"] = old["name"] = "written by an earlier version"
+    path.write_text(json.dumps(old))
+    monkeypatch.setattr(retina_edu.train, "train", lambda *a, **k: pytest.fail("a cached run must not train"))
+    again = run_ablation(tiny_ablation(name="now"), tiny, tiny, cache_dir=tmp_path)
+    assert again.cached and again.name == "now" and again.ablation == tiny_ablation(name="now")
+    assert again.metrics == first.metrics and again.num_positive is None
+    with pytest.raises(ValueError, match="needs the keys"):
+        AblationResult.from_json({k: v for k, v in old.items() if k != "history"})
+
+
+def test_a_result_reads_like_the_dict_it_replaces(tiny, tmp_path):
+    result = run_ablation(tiny_ablation(keep_weights=True), tiny, tiny, cache_dir=tmp_path)
+    assert result["metrics"] is result.metrics and result["history"]["loss"] == result.history["loss"]
+    assert result["ablation"] == result.ablation.to_dict() and result["ablation"]["seed"] == 0
+    assert result["seconds"] == result.seconds and result["cached"] is False
+    assert result["weights_path"] == str(tmp_path / f"{result.key}.weights.pt")
+    assert result.get("no such key", "default") == "default"
+    with pytest.raises(KeyError):
+        result["no such key"]
+    # summarise (notebook 09, benchmarks) takes results and plain dicts alike
+    plain = {"name": result.name, "metrics": {"AP": 0.5}}
+    stats = summarise([result, plain])[result.name]
+    assert stats["values"] == [result.metrics["AP"], 0.5] and stats["n"] == 2
 
 
 def test_a_diverged_run_is_recorded_with_its_history(tiny, tmp_path, monkeypatch):
@@ -164,26 +224,10 @@ def test_a_diverged_run_is_recorded_with_its_history(tiny, tmp_path, monkeypatch
 
     monkeypatch.setattr(retina_edu.train, "train", diverging_train)
     result = run_ablation(tiny_ablation(), tiny, tiny, cache_dir=tmp_path)
-    assert result["diverged_at"] == 2 and result["history"]["loss"] == [5.0]
-    assert result["metrics"] is None and result["anchor_logits_path"] is None
-    assert json.loads((tmp_path / f"{result['key']}.json").read_text())["diverged_at"] == 2
-
-
-def test_json_is_written_atomically(tmp_path, monkeypatch):
-    path = tmp_path / "result.json"
-    write_json_atomic(path, {"AP": 0.5})
-
-    def crash(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
-        write_json_atomic(path, {"AP": 0.9})
-    assert json.loads(path.read_text()) == {"AP": 0.5}  # the old result stays whole
-    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # and no temporary file is left
-    monkeypatch.undo()
-    write_json_atomic(path, {"AP": math.nan})  # NaN losses of a diverged run survive the round trip
-    assert math.isnan(json.loads(path.read_text())["AP"])
+    assert result.diverged_at == 2 and result.history["loss"] == [5.0]
+    assert result.metrics is None and result.anchor_logits_path is None
+    assert result.num_val_images == 6  # the val data it would have been scored on
+    assert json.loads((tmp_path / f"{result.key}.json").read_text())["diverged_at"] == 2
 
 
 def test_a_run_on_a_pretrained_trunk_trains_only_the_subnets(tiny, tmp_path):
@@ -191,14 +235,14 @@ def test_a_run_on_a_pretrained_trunk_trains_only_the_subnets(tiny, tmp_path):
     run = tiny_ablation(name="heads", gamma=0.0, alpha=0.75, trunk=trunk)
     result = run_ablation(run, tiny, tiny, cache_dir=tmp_path)
     trunk_result = run_ablation(trunk, tiny, tiny, cache_dir=tmp_path)
-    assert trunk_result["cached"] and result["trunk_key"] == trunk_result["key"]
-    assert result["trunk_metrics"] == trunk_result["metrics"]
-    assert result["weights_path"] is None and trunk_result["weights_path"] is not None
+    assert trunk_result.cached and result.trunk_key == trunk_result.key
+    assert result.trunk_metrics == trunk_result.metrics
+    assert result.weights_path is None and trunk_result.weights_path is not None
     assert ablation_key(run, tiny, tiny) != ablation_key(tiny_ablation(name="heads", gamma=0.0, alpha=0.75), tiny, tiny)
     # the trunk is the trunk run's, frozen; the subnets are new
     preset, _ = make_preset(run, len(tiny))
     model = RetinaNet(config=preset.model_config(4))
-    state = torch.load(trunk_result["weights_path"], weights_only=True)
+    state = torch.load(trunk_result.weights_path, weights_only=True)
     load_trunk(model, state, freeze=True)
     assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith(("backbone.", "fpn.")))
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("class_subnet.", "box_subnet.")))
