@@ -12,6 +12,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,8 @@ class EvalResult:
 
 def _images_only_collate(batch):
     images = [b[0] for b in batch]
-    ids = [int(b[1]["image_id"]) if not isinstance(b[1]["image_id"], Tensor) else int(b[1]["image_id"].item()) for b in batch]
+    # image ids stay as the dataset gives them (COCO files may use strings); tensors become numbers.
+    ids = [b[1]["image_id"].item() if isinstance(b[1]["image_id"], Tensor) else b[1]["image_id"] for b in batch]
     return images, ids
 
 
@@ -85,18 +87,19 @@ def predict(
     device: torch.device | str | None = None,
     num_workers: int = 0,
     progress: bool = True,
-) -> tuple[list[int], list[dict[str, Tensor]]]:
+) -> tuple[list[Any], list[dict[str, Tensor]]]:
     """Run ``model`` (in eval mode) over a dataset.
 
     Returns:
-        ``(image_ids, detections)``: one detection dict per image, on the CPU.
+        ``(image_ids, detections)``: the targets' ``image_id`` and one detection dict per image, on the CPU.
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_images_only_collate)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_images_only_collate)
     ids, detections = [], []
     try:
         for images, image_ids in tqdm(loader, desc="detect", disable=not progress, leave=False):
@@ -120,11 +123,15 @@ def _dataset_parts(dataset: Dataset):
 
 
 def coco_map_from_predictions(
-    image_ids: Sequence[int],
+    image_ids: Sequence[Any],
     detections: Sequence[dict[str, Tensor]],
     dataset: Dataset,
 ) -> EvalResult:
     """Score detections against a dataset's ground truth with pycocotools' ``COCOeval``.
+
+    The ground truth is the dataset's :meth:`~retina_edu.data.DetectionDataset.coco_api`: the same
+    validated, clipped boxes its targets hold, so its own targets scored as detections give AP 1.0.
+    Only the images in ``image_ids`` are scored (a ``Subset`` scores its own images).
 
     Args:
         image_ids: the ``image_id`` of each detection dict (as in the dataset's targets).
@@ -139,23 +146,33 @@ def coco_map_from_predictions(
         if not hasattr(base, attr):
             raise ValueError(f"{type(base).__name__} has no {attr!r}: use a CocoDetection or VOCDetection")
     coco_gt = base.coco_api()
-    to_cat = base.label_to_category_id
+    # The readers map their ids to the index's integer ids; other datasets with a coco_api use theirs.
+    if hasattr(base, "coco_image_ids"):
+        coco_ids = base.coco_image_ids(list(image_ids))
+    else:
+        coco_ids = [int(i) for i in image_ids]
+    if hasattr(base, "coco_category_id"):
+        to_cat = {label: base.coco_category_id(label) for label in range(len(base.classes))}
+    else:
+        to_cat = {label: int(cid) for label, cid in base.label_to_category_id.items()}
     results = []
-    for image_id, det in zip(image_ids, detections):
+    for image_id, det in zip(coco_ids, detections):
         boxes = box_xyxy_to_xywh(det["boxes"].float()).tolist()
         for box, score, label in zip(boxes, det["scores"].tolist(), det["labels"].tolist()):
-            results.append({"image_id": int(image_id), "category_id": int(to_cat[int(label)]), "bbox": box, "score": float(score)})
+            results.append({"image_id": image_id, "category_id": to_cat[int(label)], "bbox": box,
+                            "score": float(score)})
 
     class_names = list(base.classes)
     if not results:  # pycocotools cannot load an empty result list
-        return EvalResult(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c: 0.0 for c in class_names}, None, class_names, "no detections")
+        return EvalResult(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c: 0.0 for c in class_names}, None, class_names,
+                          "no detections")
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.params.imgIds = sorted({int(i) for i in image_ids})
-        ev.params.catIds = [int(to_cat[label]) for label in range(len(class_names))]
+        ev.params.imgIds = sorted(set(coco_ids))
+        ev.params.catIds = [to_cat[label] for label in range(len(class_names))]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Figures render off-screen in tests, whatever the shell sets (the Makefile sets it too).
+os.environ.setdefault("MPLBACKEND", "agg")
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ Every dataset returns ``(image, target)`` with ``image`` a float tensor ``[3, H,
     image, target = train[0]
 """
 
+from .base import DetectionDataset
 from .coco import CocoDetection
-from .folders import open_dataset
 from .download import (
     DATASETS,
     RemoteDataset,
@@ -21,6 +21,8 @@ from .download import (
     file_sha256,
     pennfudan_to_coco,
 )
+from .folders import open_dataset
+from .images import MAX_IMAGE_PIXELS, image_header, load_image
 from .shapes import (
     SHAPES_CLASSES,
     SHAPES_VERSION,
@@ -41,7 +43,6 @@ from .transforms import (
     Resize,
     collate_fn,
     denormalize,
-    load_image,
 )
 from .voc import VOCDetection
 
@@ -49,8 +50,10 @@ __all__ = [
     "CocoDetection",
     "Compose",
     "DATASETS",
+    "DetectionDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_IMAGE_PIXELS",
     "Normalize",
     "RandomHorizontalFlip",
     "RemoteDataset",
@@ -68,6 +71,7 @@ __all__ = [
     "extract_archive",
     "file_sha256",
     "generate_image",
+    "image_header",
     "load_image",
     "make_shapes",
     "make_shapes_splits",

@@ -16,30 +16,32 @@ What it does with the annotations, at load time:
   sigmoid classification head needs no background slot;
 * crowd annotations (``iscrowd=1``, one box around a group of objects) are left out of the targets,
   as torchvision does; COCOeval still sees them through :meth:`CocoDetection.coco_api`;
-* boxes that poke out of the image are clipped to it; boxes entirely outside are an error;
-* everything else that is wrong (missing keys, bad boxes, unknown ids, missing files) raises a
-  ``ValueError`` or ``FileNotFoundError`` naming the file, the image and the annotation.
+* boxes that poke out of the image are clipped to it; boxes entirely outside are an error; when a
+  large share had to be clipped, a warning asks whether they are written as ``[x1, y1, x2, y2]``;
+* every image's header is read (size as declared, readable, supported mode, not oversized);
+* everything else that is wrong (missing keys, bad boxes, unknown ids, missing files, two images of
+  one file, file names leaving the image folder) raises a ``ValueError`` or ``FileNotFoundError``
+  naming the file, the image and the annotation.
+
+COCOeval scores against :meth:`CocoDetection.coco_api`, built from the same validated, clipped boxes
+(``area`` defaults to the box's, ``iscrowd`` to 0). Image and category ids are the file's when they
+are integers (as in COCO itself); otherwise the dataset index and ``label + 1``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
-from collections.abc import Callable
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
 
-from .transforms import Target, load_image
+from .base import DetectionDataset, Transforms, check_relative_file_name, clipped_share_warning
 
-Transforms = Callable[[Tensor, Target], tuple[Tensor, Target]]
+__all__ = ["CocoDetection", "Transforms"]
 
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
 _ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
@@ -48,6 +50,10 @@ _CATEGORY_KEYS = ("id", "name")
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _fmt(values: Any) -> str:
@@ -61,7 +67,7 @@ def _missing_keys(entry: Any, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if k not in entry]
 
 
-class CocoDetection(Dataset):
+class CocoDetection(DetectionDataset):
     """Images and boxes from a COCO annotation file.
 
     Boxes that poke out of their image are clipped to it; crowd annotations (``iscrowd=1``) are
@@ -78,12 +84,14 @@ class CocoDetection(Dataset):
         category_id_to_label: the file's category id -> contiguous label ``0..K-1``.
         label_to_category_id: the inverse mapping, for writing detections back in COCO ids.
         ids: image ids in dataset order (``dataset[i]`` is image ``ids[i]``).
+        num_crowd: how many crowd annotations were left out of the targets.
         ann_file: path of the annotation file.
         image_dir: folder of the images.
 
     Raises:
         FileNotFoundError: ``ann_file``, ``image_dir`` or an image file does not exist.
-        ValueError: the annotations are malformed (the message names the file, image and box).
+        ValueError: the annotations are malformed, or an image is unreadable or of another size
+            than declared (the message names the file, image and box).
     """
 
     def __init__(self, image_dir: str | os.PathLike, ann_file: str | os.PathLike,
@@ -102,6 +110,7 @@ class CocoDetection(Dataset):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{self.ann_file}: not a valid JSON file ({e})") from e
         self._parse(data)
+        self.check_images()
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, transforms: Transforms | None = None,
@@ -117,9 +126,10 @@ class CocoDetection(Dataset):
         root = Path(root)
         return cls(root / images, root / annotations, transforms=transforms)
 
-    # ----------------------------------------------------------------------------------------------
+    # -- parsing ---------------------------------------------------------------------------------------
 
     def _parse(self, data: Any) -> None:
+        """Check the top level of the file, then read its categories, images and annotations in turn."""
         where = str(self.ann_file)
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a JSON object with images/annotations/categories, "
@@ -129,10 +139,22 @@ class CocoDetection(Dataset):
                 raise ValueError(f"{where}: missing top-level key {key!r}")
             if not isinstance(data[key], list):
                 raise ValueError(f"{where}: {key!r} must be a list, got {type(data[key]).__name__}")
+        self._parse_categories(data["categories"])
+        images = self._parse_images(data["images"])
+        self._parse_annotations(data["annotations"], images)
+        # COCOeval needs integer ids: the file's when they are (COCO's own), else index and label + 1.
+        self._integer_image_ids = all(_is_int(i) for i in self.ids)
+        self._integer_category_ids = all(_is_int(c) for c in self.label_to_category_id.values())
+        self._index_of_id = {image_id: index for index, image_id in enumerate(self.ids)}
 
-        # Categories -> contiguous labels in sorted-id order.
+    def _parse_categories(self, categories: list[Any]) -> None:
+        """Map category ids (any comparable values) to contiguous labels ``0..K-1`` in sorted-id order.
+
+        Sets ``classes``, ``category_id_to_label`` and ``label_to_category_id``.
+        """
+        where = str(self.ann_file)
         names: dict[Any, str] = {}
-        for i, cat in enumerate(data["categories"]):
+        for i, cat in enumerate(categories):
             missing = _missing_keys(cat, _CATEGORY_KEYS)
             if missing:
                 raise ValueError(f"{where}: category at index {i} is missing key {missing[0]!r}")
@@ -143,13 +165,19 @@ class CocoDetection(Dataset):
             sorted_ids = sorted(names)
         except TypeError as e:
             raise ValueError(f"{where}: category ids must be comparable integers ({e})") from e
-        self.category_id_to_label: dict[int, int] = {cid: label for label, cid in enumerate(sorted_ids)}
-        self.label_to_category_id: dict[int, int] = {label: cid for cid, label in self.category_id_to_label.items()}
+        self.category_id_to_label: dict[Any, int] = {cid: label for label, cid in enumerate(sorted_ids)}
+        self.label_to_category_id: dict[int, Any] = {label: cid for cid, label in self.category_id_to_label.items()}
         self.classes: list[str] = [names[cid] for cid in sorted_ids]
 
-        # Images, indexed by id.
+    def _parse_images(self, entries: list[Any]) -> dict[Any, dict[str, Any]]:
+        """Check the ``images`` entries (keys, sizes, unique ids and files, files inside ``image_dir``).
+
+        Sets ``ids`` (sorted when the ids are comparable, else in file order) and returns the entries by id.
+        """
+        where = str(self.ann_file)
         images: dict[Any, dict[str, Any]] = {}
-        for i, img in enumerate(data["images"]):
+        by_file: dict[str, Any] = {}
+        for i, img in enumerate(entries):
             missing = _missing_keys(img, _IMAGE_KEYS)
             if missing:
                 name = "image"
@@ -164,6 +192,15 @@ class CocoDetection(Dataset):
             if not (_is_number(width) and _is_number(height) and width > 0 and height > 0):
                 raise ValueError(f"{where}: {label}: width and height must be positive numbers, "
                                  f"got width={width!r}, height={height!r}")
+            if not isinstance(img["file_name"], str):
+                raise ValueError(f"{where}: {label}: file_name must be a string")
+            check_relative_file_name(img["file_name"], f"{where}: {label}")
+            # Two entries of one file would train on the same pixels twice, with different boxes.
+            file_key = Path(img["file_name"]).as_posix()
+            if file_key in by_file:
+                raise ValueError(f"{where}: images {by_file[file_key]!r} and {img['id']!r} share the file_name "
+                                 f"{img['file_name']!r}; give each image its own file, or merge their annotations")
+            by_file[file_key] = img["id"]
             images[img["id"]] = img
         missing_files = [img for img in images.values() if not (self.image_dir / img["file_name"]).is_file()]
         if missing_files:
@@ -171,13 +208,28 @@ class CocoDetection(Dataset):
             more = f" (and {len(missing_files) - 1} more images are missing)" if len(missing_files) > 1 else ""
             raise FileNotFoundError(f"{where}: image {img['id']!r} ({img['file_name']!r}): file "
                                     f"{self.image_dir / img['file_name']} does not exist{more}")
+        try:
+            self.ids: list[Any] = sorted(images)
+        except TypeError:
+            self.ids = list(images)
+        self._images = [images[i] for i in self.ids]
+        return images
 
-        # Annotations, grouped by image.
-        boxes: dict[Any, list[list[float]]] = {image_id: [] for image_id in images}
-        labels: dict[Any, list[int]] = {image_id: [] for image_id in images}
+    def _parse_annotations(self, entries: list[Any], images: dict[Any, dict[str, Any]]) -> None:
+        """Check each annotation, clip its box to the image and group the boxes by image.
+
+        Sets ``_boxes``/``_labels`` (targets: crowd left out), ``num_crowd`` and ``_gt`` (every
+        annotation as COCOeval should see it); warns when a large share of boxes had to be clipped.
+        """
+        where = str(self.ann_file)
+        index_of = {image_id: index for index, image_id in enumerate(self.ids)}
+        boxes: list[list[list[float]]] = [[] for _ in self.ids]
+        labels: list[list[int]] = [[] for _ in self.ids]
+        # (image index, label, [x, y, w, h] clipped, area, iscrowd) of every annotation, crowd included
+        self._gt: list[tuple[int, int, list[float], float, int]] = []
         seen_ids: set[Any] = set()
-        self.num_crowd = 0
-        for i, ann in enumerate(data["annotations"]):
+        self.num_crowd = num_clipped = 0
+        for i, ann in enumerate(entries):
             missing = _missing_keys(ann, _ANNOTATION_KEYS)
             if missing:
                 name = f"annotation {ann.get('id')!r}" if isinstance(ann, dict) and "id" in ann else "annotation"
@@ -191,7 +243,8 @@ class CocoDetection(Dataset):
                 raise ValueError(f"{at}: duplicate annotation id {ann['id']!r}")
             seen_ids.add(ann["id"])
             if ann["category_id"] not in self.category_id_to_label:
-                raise ValueError(f"{at}: unknown category id {ann['category_id']!r} (known: {sorted_ids})")
+                known = list(self.category_id_to_label)
+                raise ValueError(f"{at}: unknown category id {ann['category_id']!r} (known: {known})")
             bbox = ann["bbox"]
             if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
                 raise ValueError(f"{at}: bbox {_fmt(bbox)} must be 4 finite numbers [x, y, w, h]")
@@ -202,29 +255,29 @@ class CocoDetection(Dataset):
             x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
             if x2 <= x1 or y2 <= y1:
                 raise ValueError(f"{at}: bbox {_fmt(bbox)} lies entirely outside the {W:g}x{H:g} image")
-            if ann.get("iscrowd", 0):
+            # Up to a pixel over the edge is common rounding in real files (COCO has many); more is clipping.
+            num_clipped += max(x1 - x, y1 - y, x + w - x2, y + h - y2) > 1.0
+            area = ann.get("area")
+            if area is not None and not (_is_number(area) and area >= 0):
+                raise ValueError(f"{at}: area {area!r} must be a number >= 0 (or left out)")
+            clipped = (x1, y1, x2, y2) != (x, y, x + w, y + h)
+            # Unclipped boxes are kept exactly as written, so COCOeval sees what pycocotools would read.
+            xywh = [x1, y1, x2 - x1, y2 - y1] if clipped else [x, y, w, h]
+            crowd = int(bool(ann.get("iscrowd", 0)))
+            index, label = index_of[img["id"]], self.category_id_to_label[ann["category_id"]]
+            self._gt.append((index, label, xywh, float(area) if area is not None else xywh[2] * xywh[3], crowd))
+            if crowd:
                 self.num_crowd += 1
                 continue
-            boxes[img["id"]].append([x1, y1, x2, y2])
-            labels[img["id"]].append(self.category_id_to_label[ann["category_id"]])
+            boxes[index].append([x1, y1, x2, y2])
+            labels[index].append(label)
+        warning = clipped_share_warning(num_clipped, len(self._gt), where)
+        if warning is not None:
+            warnings.warn(warning, stacklevel=4)
+        self._boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
+        self._labels = [np.asarray(lab, dtype=np.int64) for lab in labels]
 
-        try:
-            self.ids: list[Any] = sorted(images)
-        except TypeError:
-            self.ids = list(images)
-        self._images = [images[i] for i in self.ids]
-        self._boxes = [np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4) for i in self.ids]
-        self._labels = [np.asarray(labels[i], dtype=np.int64) for i in self.ids]
-
-    # ----------------------------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the number of categories."""
-        return len(self.classes)
+    # -- what the base class asks for ------------------------------------------------------------------
 
     def image_info(self, index: int) -> dict[str, Any]:
         """The COCO ``images`` entry of ``dataset[index]`` (id, file_name, width, height, ...)."""
@@ -234,47 +287,35 @@ class CocoDetection(Dataset):
         """The file of ``dataset[index]``."""
         return self.image_dir / self._images[index]["file_name"]
 
-    def get_target(self, index: int) -> Target:
-        """The target of ``dataset[index]`` without reading the image or applying transforms."""
-        return {
-            "boxes": torch.from_numpy(self._boxes[index].copy()),
-            "labels": torch.from_numpy(self._labels[index].copy()),
-            "image_id": self._images[index]["id"],
-        }
+    def _image_size(self, index: int) -> tuple[int | float, int | float]:
+        return self._images[index]["width"], self._images[index]["height"]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        """Return ``(image Tensor[3, H, W] float32 in [0, 1], target)``, transformed if transforms were given.
+    def _image_id(self, index: int) -> Any:
+        return self._images[index]["id"]
 
-        Raises:
-            ValueError: the image file is unreadable, or its size differs from the annotation file.
-        """
+    def _source(self, index: int) -> str:
         info = self._images[index]
-        path = self.image_path(index)
-        try:
-            image = load_image(path)
-        except ValueError as e:
-            raise ValueError(f"image {info['id']!r} ({info['file_name']!r}) of {self.ann_file}: {e}") from e
-        if (image.shape[2], image.shape[1]) != (info["width"], info["height"]):
-            raise ValueError(f"{path}: image {info['id']!r} is {image.shape[2]}x{image.shape[1]} pixels but "
-                             f"{self.ann_file} says {info['width']}x{info['height']}")
-        target = self.get_target(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return f"{self.ann_file} (image {info['id']!r}, {info['file_name']!r})"
 
-    def coco_api(self):
-        """A ``pycocotools.coco.COCO`` for the same file (for COCOeval), created once, without its prints."""
-        if self._coco is None:
-            from pycocotools.coco import COCO
+    def coco_image_id(self, image_id: Any) -> int:
+        return int(image_id) if self._integer_image_ids else self._index_of_id[image_id]
 
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._coco = COCO(str(self.ann_file))
-        return self._coco
+    def coco_category_id(self, label: int) -> int:
+        return int(self.label_to_category_id[label]) if self._integer_category_ids else label + 1
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_coco"] = None  # DataLoader workers do not need (or pickle) the pycocotools index
-        return state
+    def coco_dict(self) -> dict[str, Any]:
+        """The validated annotations in COCO format, crowd included (``iscrowd=1``), boxes clipped.
+
+        Image and category ids are the file's when they are integers, else the dataset index and
+        ``label + 1`` (see :meth:`coco_image_id`, :meth:`coco_category_id`).
+        """
+        images = [{"id": self.coco_image_id(info["id"]), "file_name": info["file_name"],
+                   "width": info["width"], "height": info["height"]} for info in self._images]
+        annotations = [{"id": n + 1, "image_id": images[index]["id"], "category_id": self.coco_category_id(label),
+                        "bbox": list(xywh), "area": area, "iscrowd": crowd}
+                       for n, (index, label, xywh, area, crowd) in enumerate(self._gt)]
+        categories = [{"id": self.coco_category_id(label), "name": name} for label, name in enumerate(self.classes)]
+        return {"images": images, "annotations": annotations, "categories": categories}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({len(self)} images, {self.num_classes} classes {self.classes}, "

@@ -10,7 +10,7 @@ dataset, Penn-Fudan pedestrians (170 images, the one torchvision's detection tut
 * :func:`download_file` streams to a temporary file beside the destination, checks SHA-256 and only
   then renames it into place; a mismatch or an interruption leaves nothing behind.
 * :func:`extract_archive` refuses archive members that would land outside the destination
-  ("zip slip"), links pointing outside it, and device files.
+  ("zip slip"), any link, and device files.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import urllib.error
 import urllib.request
@@ -29,20 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..files import write_json_atomic
+from ..files import file_sha256, write_atomic, write_json_atomic
 
 _CHUNK = 1 << 20
 _OFFLINE_HINT = ("The course works offline with the generated shapes data: "
                  "python -m retina_edu shapes --out data/shapes")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file as lowercase hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True,
@@ -70,10 +62,8 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256.lower()):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-    hasher = hashlib.sha256()
-    try:
+
+    def fetch(tmp: Path) -> None:
         request = urllib.request.Request(url, headers={"User-Agent": "retina-edu"})
         try:
             response = urllib.request.urlopen(request, timeout=timeout)
@@ -82,6 +72,7 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
             raise ConnectionError(f"download failed: {url} ({reason}). {_OFFLINE_HINT}") from e
         from tqdm.auto import tqdm
 
+        hasher = hashlib.sha256()
         with response, open(tmp, "wb") as f:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
@@ -101,11 +92,10 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
         if sha256 is not None and actual != sha256.lower():
             raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {actual}; "
                              f"the download was deleted")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+
+    # write_atomic streams into a temporary beside dest and renames it only when fetch returns:
+    # a checksum mismatch, a lost connection or Ctrl-C leaves nothing behind.
+    return write_atomic(dest, fetch)
 
 
 def _check_inside(archive: Path, dest: Path, member: str) -> None:
@@ -114,11 +104,20 @@ def _check_inside(archive: Path, dest: Path, member: str) -> None:
         raise ValueError(f"{archive}: member {member!r} would be extracted outside {dest}; refusing to extract")
 
 
+def _refuse_link(archive: Path, member: str, target: str | None = None) -> None:
+    # Links are refused whatever they point to: a chain of links that each look harmless can reach
+    # outside the folder (a -> ., b -> a/..), and the datasets we extract contain none.
+    to = f" (to {target!r})" if target is not None else ""
+    raise ValueError(f"{archive}: member {member!r} is a link{to}; archives with links are refused, "
+                     f"extract it yourself if you trust it")
+
+
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a .zip, .tar, .tar.gz/.tgz, .tar.bz2 or .tar.xz archive into ``dest``.
 
-    Every member is checked before anything is written: a member (or a link target) that would land
-    outside ``dest`` ("../x", "/etc/x"), or a device file, makes the whole archive rejected.
+    Every member is checked before anything is written: a member that would land outside ``dest``
+    ("../x", "/etc/x"), any link (symbolic or hard, wherever it points) or a device file makes the
+    whole archive rejected.
 
     Args:
         path: the archive.
@@ -128,7 +127,8 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
         ``dest`` as a Path.
 
     Raises:
-        ValueError: unsupported archive type, or an unsafe member (named).
+        ValueError: unsupported archive type, or an unsafe member (named): outside ``dest``, a link
+            or a special file.
     """
     path, dest = Path(path), Path(dest)
     name = path.name.lower()
@@ -136,6 +136,8 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
                 _check_inside(path, dest, info.filename)
+                if stat.S_ISLNK(info.external_attr >> 16):  # a Unix symlink stored by `zip --symlinks`
+                    _refuse_link(path, info.filename)
             dest.mkdir(parents=True, exist_ok=True)
             zf.extractall(dest)
     elif name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
@@ -143,11 +145,9 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
             members = tf.getmembers()
             for m in members:
                 _check_inside(path, dest, m.name)
-                if m.issym():
-                    _check_inside(path, dest, str(Path(m.name).parent / m.linkname))
-                elif m.islnk():
-                    _check_inside(path, dest, m.linkname)
-                elif not (m.isfile() or m.isdir()):
+                if m.issym() or m.islnk():
+                    _refuse_link(path, m.name, m.linkname)
+                if not (m.isfile() or m.isdir()):
                     raise ValueError(f"{path}: member {m.name!r} is a special file; refusing to extract")
             dest.mkdir(parents=True, exist_ok=True)
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the stdlib's own safety net as well
@@ -239,8 +239,9 @@ class RemoteDataset:
 DATASETS: dict[str, RemoteDataset] = {
     "pennfudan": RemoteDataset(
         url="https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip",
-        # Not pinned: we have no verified hash of this file, and an invented one would be worse than
-        # none. download_dataset prints the hash it got so that it can be pinned here.
+        # Not pinned: neither the dataset's page nor torchvision's tutorial publishes a hash, and an
+        # invented one would be worse than none. download_dataset prints the hash it got so that it
+        # can be pinned here once checked.
         sha256=None,
         folder="PennFudanPed",
         images="PNGImages",

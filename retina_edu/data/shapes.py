@@ -34,7 +34,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import time
@@ -44,6 +43,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ..files import replace_folder_atomic
 
 SHAPES_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "ring")
 """Class names by label (category id = label + 1 in the COCO file)."""
@@ -492,33 +493,14 @@ def make_shapes(
             )
     workers = _available_cpus() if workers is None else workers
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / IMAGES_DIR).mkdir(parents=True)
-        tasks = [(i, seed, cfg, str(tmp / IMAGES_DIR)) for i in range(num_images)]
+    def build(folder: Path) -> None:
+        (folder / IMAGES_DIR).mkdir()
+        tasks = [(i, seed, cfg, str(folder / IMAGES_DIR)) for i in range(num_images)]
         results = _render_all(tasks, workers, progress, desc=f"shapes {root.name}")
         text = _coco_json(_info(cfg, seed, num_images), results, cfg.image_size)
-        (tmp / ANNOTATIONS_FILE).write_text(text, encoding="utf-8")
-        if root.exists():
-            os.replace(root, old)
-            try:
-                os.replace(tmp, root)
-            except BaseException:
-                os.replace(old, root)  # put the user's data back
-                raise
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (folder / ANNOTATIONS_FILE).write_text(text, encoding="utf-8")
+
+    replace_folder_atomic(root, build)
     return root
 
 

@@ -17,47 +17,22 @@ through successive resizes), so ``boxes / scale`` maps boxes back to the origina
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
+
+from .images import load_image  # noqa: F401  (re-exported: it used to live here)
 
 Target = dict[str, Any]
 
+# The one copy of ImageNet's statistics in the package (model.py and the notebooks import these).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 """Per-channel RGB mean of ImageNet, which the pretrained backbones expect (torchvision)."""
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 """Per-channel RGB standard deviation of ImageNet."""
-
-
-def load_image(path: str | os.PathLike) -> Tensor:
-    """Read an image file as RGB.
-
-    Grayscale, palette and RGBA images are converted to RGB (alpha is dropped).
-
-    Args:
-        path: image file (anything PIL reads).
-
-    Returns:
-        Tensor[3, H, W] float32 in [0, 1].
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: PIL cannot read it (corrupt or not an image), naming the file.
-    """
-    try:
-        with Image.open(path) as im:
-            array = np.array(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from e
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255)
 
 
 def _check(name: str, image: Any, target: Any) -> Tensor:

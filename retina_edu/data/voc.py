@@ -23,28 +23,35 @@ Each XML file looks like (host.robots.ox.ac.uk/pascal/VOC)::
   detections on them instead of counting them as false positives.
 * boxes that poke out of the image are clipped to it; boxes entirely outside are an error.
 * ``target["image_id"]`` is the dataset index; the file stem is in ``ids``.
+* class names are taken as written: pass ``classes=`` to fix the list, so that a typo (``dgo``) or a
+  case variant (``Dog``) is an error naming the file instead of a new class. Without it, names that
+  differ only in case, and classes with very few objects, are warned about.
+* every image's header is read when the dataset is opened; two XML files naming one image file, and
+  ``<filename>`` entries leaving the image folder, are errors.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
+import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
 
-from .coco import Transforms
-from .transforms import Target, load_image
+from .base import DetectionDataset, Transforms, check_relative_file_name
+from .images import image_header
+
+__all__ = ["RARE_CLASS_SHARE", "VOCDetection"]
+
+RARE_CLASS_SHARE = 0.01
+"""Warn about a class (found in the files, not given) with fewer objects than this share of the most
+common class's: most often a typo of another class's name."""
 
 
 @dataclass
@@ -88,6 +95,7 @@ def _parse_xml(xml: Path, image_dir: Path) -> _VOCImage:
     except ET.ParseError as e:
         raise ValueError(f"{xml}: not a valid XML file ({e})") from e
     filename = _text(root, "filename", str(xml))
+    check_relative_file_name(filename, f"{xml}: <filename>")
     path = image_dir / filename
     if not path.is_file():
         raise FileNotFoundError(f"{xml}: image file {path} (from <filename>) does not exist")
@@ -99,10 +107,10 @@ def _parse_xml(xml: Path, image_dir: Path) -> _VOCImage:
     if width <= 0 or height <= 0:
         # Some tools write no <size> or a zero size; the image header tells (without decoding it).
         try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except (OSError, SyntaxError) as e:
-            raise ValueError(f"{xml}: no usable <size>, and {path} cannot be read ({e})") from e
+            header = image_header(path)
+        except ValueError as e:
+            raise ValueError(f"{xml}: no usable <size>, and {e}") from e
+        width, height = header.width, header.height
     objects = []
     for j, obj in enumerate(root.findall("object")):
         where = f"{xml}: object {j}"
@@ -129,7 +137,7 @@ def _parse_xml(xml: Path, image_dir: Path) -> _VOCImage:
     return _VOCImage(xml, path, int(width), int(height), objects)
 
 
-class VOCDetection(Dataset):
+class VOCDetection(DetectionDataset):
     """Images and boxes from a folder of Pascal VOC XML files.
 
     Difficult objects are left out of the targets; boxes poking out of the image are clipped; VOC's
@@ -139,7 +147,8 @@ class VOCDetection(Dataset):
         image_dir: folder that ``<filename>`` entries are relative to (VOC's ``JPEGImages``).
         annotation_dir: folder of ``*.xml`` files (VOC's ``Annotations``); all of them are read,
             in sorted order.
-        classes: class names by label; ``None`` takes the sorted names found in the files.
+        classes: class names by label; ``None`` takes the sorted names found in the files (and
+            warns about names differing only in case, and about very rare names).
             An object whose name is not in ``classes`` is an error.
         transforms: optional callable ``(image, target) -> (image, target)``.
 
@@ -151,7 +160,8 @@ class VOCDetection(Dataset):
 
     Raises:
         FileNotFoundError: a folder or an image file does not exist.
-        ValueError: an XML file is malformed (the message names the file, the object and the box).
+        ValueError: an XML file is malformed, or an image is unreadable or of another size than
+            declared (the message names the file, the object and the box).
     """
 
     def __init__(self, image_dir: str | os.PathLike, annotation_dir: str | os.PathLike,
@@ -168,20 +178,8 @@ class VOCDetection(Dataset):
             raise ValueError(f"{self.annotation_dir}: no .xml annotation files")
         self._records = [_parse_xml(xml, self.image_dir) for xml in xml_files]
         self.ids: list[str] = [xml.stem for xml in xml_files]
-
-        if classes is None:
-            classes = sorted({obj.name for rec in self._records for obj in rec.objects})
-        else:
-            classes = [str(c) for c in classes]
-            if len(set(classes)) != len(classes):
-                raise ValueError(f"VOCDetection: classes contains duplicates: {classes}")
-            known = set(classes)
-            for rec in self._records:
-                for obj in rec.objects:
-                    if obj.name not in known:
-                        raise ValueError(f"{rec.xml}: object {obj.index} has name {obj.name!r}, which is not "
-                                         f"in classes {classes}")
-        self.classes: list[str] = list(classes)
+        _check_unique_files(self._records)
+        self.classes: list[str] = _resolve_classes(self._records, classes, self.annotation_dir)
         label_of = {name: label for label, name in enumerate(self.classes)}
         self.label_to_category_id = {label: label + 1 for label in range(len(self.classes))}
         self.category_id_to_label = {cid: label for label, cid in self.label_to_category_id.items()}
@@ -190,45 +188,25 @@ class VOCDetection(Dataset):
             kept = [obj for obj in rec.objects if not obj.difficult]
             self._boxes.append(np.asarray([obj.box for obj in kept], dtype=np.float32).reshape(-1, 4))
             self._labels.append(np.asarray([label_of[obj.name] for obj in kept], dtype=np.int64))
+        self.check_images()
 
-    def __len__(self) -> int:
-        return len(self._records)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the number of classes."""
-        return len(self.classes)
+    # -- what the base class asks for ------------------------------------------------------------------
 
     def image_path(self, index: int) -> Path:
         """The image file of ``dataset[index]``."""
         return self._records[index].path
 
-    def get_target(self, index: int) -> Target:
-        """The target of ``dataset[index]`` without reading the image or applying transforms."""
-        return {
-            "boxes": torch.from_numpy(self._boxes[index].copy()),
-            "labels": torch.from_numpy(self._labels[index].copy()),
-            "image_id": index,
-        }
+    def _image_size(self, index: int) -> tuple[int, int]:
+        return self._records[index].width, self._records[index].height
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        """Return ``(image Tensor[3, H, W] float32 in [0, 1], target)``, transformed if transforms were given.
+    def _image_id(self, index: int) -> int:
+        return index
 
-        Raises:
-            ValueError: the image is unreadable or its size differs from the XML's ``<size>``.
-        """
-        rec = self._records[index]
-        try:
-            image = load_image(rec.path)
-        except ValueError as e:
-            raise ValueError(f"{rec.xml}: {e}") from e
-        if (image.shape[2], image.shape[1]) != (rec.width, rec.height):
-            raise ValueError(f"{rec.path} is {image.shape[2]}x{image.shape[1]} pixels but {rec.xml} says "
-                             f"{rec.width}x{rec.height}")
-        target = self.get_target(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+    def _source(self, index: int) -> str:
+        return str(self._records[index].xml)
+
+    def coco_image_id(self, image_id: Any) -> int:
+        return int(image_id)
 
     def coco_dict(self) -> dict[str, Any]:
         """The annotations in COCO format (image id = dataset index, category id = label + 1).
@@ -251,23 +229,51 @@ class VOCDetection(Dataset):
                       for label, name in enumerate(self.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
-    def coco_api(self):
-        """A ``pycocotools.coco.COCO`` built from :meth:`coco_dict` (for COCOeval), created once."""
-        if self._coco is None:
-            from pycocotools.coco import COCO
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco = COCO()
-                coco.dataset = self.coco_dict()
-                coco.createIndex()
-            self._coco = coco
-        return self._coco
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_coco"] = None
-        return state
-
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({len(self)} images, {self.num_classes} classes {self.classes}, "
                 f"annotation_dir={str(self.annotation_dir)!r})")
+
+
+def _check_unique_files(records: list[_VOCImage]) -> None:
+    """Two XML files naming one image would train on the same pixels twice, with different boxes."""
+    first: dict[Path, Path] = {}
+    for rec in records:
+        if rec.path in first:
+            raise ValueError(f"{first[rec.path]} and {rec.xml} both annotate {rec.path}; keep one XML file per "
+                             f"image (merge their objects)")
+        first[rec.path] = rec.xml
+
+
+def _resolve_classes(records: list[_VOCImage], classes: Sequence[str] | None, folder: Path) -> list[str]:
+    """The class list: the given one (every object's name must be in it), or the sorted names found.
+
+    Names found in the files are checked for the usual slips: two names differing only in case or
+    surrounding spaces, and classes with fewer than ``RARE_CLASS_SHARE`` of the largest class's objects.
+    """
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"VOCDetection: classes contains duplicates: {classes}")
+        known = set(classes)
+        for rec in records:
+            for obj in rec.objects:
+                if obj.name not in known:
+                    raise ValueError(f"{rec.xml}: object {obj.index} has name {obj.name!r}, which is not "
+                                     f"in classes {classes}; fix the name, or add it to classes")
+        return classes
+    counts = Counter(obj.name for rec in records for obj in rec.objects)
+    by_folded: dict[str, list[str]] = {}
+    for name in sorted(counts):
+        by_folded.setdefault(name.strip().casefold(), []).append(name)
+    for variants in by_folded.values():
+        if len(variants) > 1:
+            warnings.warn(f"{folder}: class names {variants} differ only in case or spaces and become "
+                          f"{len(variants)} classes; fix the XML files or pass classes=[...]", stacklevel=3)
+    if counts:
+        most = max(counts.values())
+        rare = sorted(name for name, n in counts.items() if n < RARE_CLASS_SHARE * most)
+        if rare:
+            found = ", ".join(f"{name!r} ({counts[name]})" for name in rare)
+            warnings.warn(f"{folder}: classes with very few objects (a typo?): {found}, against {most} of the "
+                          f"most common class; fix the XML files or pass classes=[...]", stacklevel=3)
+    return sorted(counts)
