@@ -24,6 +24,8 @@ module               what it draws                                              
 ``from retina_edu.viz import X`` works for every name below.
 """
 
+# ruff: noqa: F403, F405
+
 from ..analysis import focal_loss_vs_pt, loss_shares, match_counts
 from ..anchors import PYRAMID_LEVEL_NAMES
 from ._common import MATCH_COLORS, BoxesLike, ImageLike, class_color, gt_color, to_display_array
@@ -93,3 +95,15 @@ __all__ = [
     "show_level_maps",
     "to_display_array",
 ]
+
+# Modules whose public names come through their own ``__all__``.
+from . import loss as _loss
+from . import lossmaps as _lossmaps
+from . import realdata as _realdata
+from . import subnets as _subnets
+from .loss import *
+from .lossmaps import *
+from .realdata import *
+from .subnets import *
+
+__all__ += [*_loss.__all__, *_subnets.__all__, *_lossmaps.__all__, *_realdata.__all__]

@@ -1,0 +1,5 @@
+"""stub: see viz/__init__.py"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
