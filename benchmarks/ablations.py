@@ -1,4 +1,4 @@
-"""The paper's ablations (Table 1a-1d, Figure 4) at a larger budget than notebook 09 can afford.
+"""The paper's ablations (Table 1a-1d, Figure 4) at a larger budget than notebook 10 can afford.
 
     python benchmarks/ablations.py --steps 240 --seeds 0 1 2 --out benchmarks/results
     python benchmarks/ablations.py --epochs 2 --image-size 256 --trunk-steps 0 --seeds 0 1 2   # a GPU
@@ -11,7 +11,7 @@ from scratch. The prior-init runs always start from scratch with the paper's SGD
 
 Writes ``OUT/ablations.csv``, one row per run of this invocation (the configuration, AP..APl,
 seconds, device, threads, date, versions; runs already in the cache are read, not trained again,
-and keep their original seconds and date), and the figures ``OUT/ablations_*.png``. Notebook 09
+and keep their original seconds and date), and the figures ``OUT/ablations_*.png``. Notebook 10
 reads the CSV and shows it beside its own small-budget numbers.
 """
 

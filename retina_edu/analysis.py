@@ -1,4 +1,4 @@
-"""The numbers the course's figures draw, computed with the package and tested (notebooks 01-03, 09).
+"""The numbers the course's figures draw, computed with the package and tested (notebooks 01-03, 10).
 
 ``retina_edu.viz`` only draws: every quantity a figure or a widget shows comes from here (or from
 the core modules) so that it has one source of truth and a test. All functions are plain torch:
@@ -11,7 +11,7 @@ the core modules) so that it has one source of truth and a test. All functions a
   labelled from (notebook 02);
 * :func:`anchor_grid`: one pyramid level's anchors of one shape, as a grid (notebook 01);
 * :func:`anchor_losses`, :func:`loss_cdf`, :func:`hardest_share`: the paper's Figure 4
-  (notebook 09).
+  (notebook 10).
 
 This module imports only core modules (boxes, anchors, matching, losses), never ``viz`` or ``train``.
 """
@@ -203,7 +203,7 @@ def anchor_grid(
 
 
 # ---------------------------------------------------------------------------------------------
-# The paper's Figure 4 (notebook 09)
+# The paper's Figure 4 (notebook 10)
 # ---------------------------------------------------------------------------------------------
 def anchor_losses(
     logits: dict[str, Tensor], gammas: Sequence[float] = FIGURE4_GAMMAS

@@ -1,4 +1,4 @@
-"""COCO mAP with pycocotools (notebook 08).
+"""COCO mAP with pycocotools (notebook 09).
 
 COCO's AP averages precision over recall levels 0, 0.01, ..., 1 and over IoU thresholds
 0.50, 0.55, ..., 0.95 ("AP@[.5:.95]"), then over classes. AP50 and AP75 fix the IoU threshold;

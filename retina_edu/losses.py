@@ -16,7 +16,7 @@ probabilities: clamping p to [eps, 1 - eps] pins a confident mistake at the clam
 gradient is zero, and training stalls (pytorch-retinanet #41, "loss stuck at 2.3021").
 
 ``ohem_classification_loss`` is the baseline the paper compares the focal loss with (Table 1d):
-cross entropy on the positives and only the hardest negatives (notebook 09).
+cross entropy on the positives and only the hardest negatives (notebook 10).
 """
 
 from __future__ import annotations

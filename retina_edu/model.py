@@ -1,4 +1,4 @@
-"""The network: backbone + FPN + class and box subnets, and the prior init (notebooks 04-06).
+"""The network: backbone + FPN + class and box subnets, and the prior init (notebooks 05-07).
 
 Paper, section 4:
 

@@ -1,4 +1,4 @@
-"""From head outputs to detections (notebook 06).
+"""From head outputs to detections (notebook 07).
 
 Paper, section 4 ("Inference"): "to improve speed, we only decode box predictions from at most
 1k top-scoring predictions per FPN level, after thresholding detector confidence at 0.05. The

@@ -1,4 +1,4 @@
-"""torchvision's RetinaNet -> retina_edu's, weights and all (notebook 06).
+"""torchvision's RetinaNet -> retina_edu's, weights and all (notebook 07).
 
 ``from_torchvision`` reads every choice a torchvision ``RetinaNet`` made (P6 from P5 or C5, truncated
 anchor sizes, corner-aligned anchors, GroupNorm heads, L1/GIoU box loss, its resizing and

@@ -35,14 +35,14 @@ from retina_edu.model import RetinaNet, RetinaNetConfig
 
 
 def test_figure4_maths_is_the_analysis_module_reexported():
-    # notebook 09 reads ab.anchor_losses / ab.loss_cdf / ab.hardest_share; tests/test_analysis.py checks them
+    # notebook 10 reads ab.anchor_losses / ab.loss_cdf / ab.hardest_share; tests/test_analysis.py checks them
     assert anchor_losses is analysis.anchor_losses and loss_cdf is analysis.loss_cdf
     assert hardest_share is analysis.hardest_share
     assert retina_edu.ablations.FIGURE4_GAMMAS == analysis.FIGURE4_GAMMAS
 
 
 def test_the_package_reexports_every_public_name_of_its_modules():
-    # notebook 09 and benchmarks/ablations.py read everything as ab.X from the package
+    # notebook 10 and benchmarks/ablations.py read everything as ab.X from the package
     package = retina_edu.ablations
     for name in ("config", "figure4", "ohem", "result", "runner", "studies"):
         module = importlib.import_module(f"retina_edu.ablations.{name}")
@@ -209,7 +209,7 @@ def test_a_result_reads_like_the_dict_it_replaces(tiny, tmp_path):
     assert result.get("no such key", "default") == "default"
     with pytest.raises(KeyError):
         result["no such key"]
-    # summarise (notebook 09, benchmarks) takes results and plain dicts alike
+    # summarise (notebook 10, benchmarks) takes results and plain dicts alike
     plain = {"name": result.name, "metrics": {"AP": 0.5}}
     stats = summarise([result, plain])[result.name]
     assert stats["values"] == [result.metrics["AP"], 0.5] and stats["n"] == 2

@@ -17,11 +17,11 @@ def test_cells_are_summed_per_notebook_and_unit_tests_ignored(tmp_path):
     xml = tmp_path / "results.xml"
     xml.write_text(
         '<testsuites><testsuite name="pytest">'
-        '<testcase classname="notebooks.07_training.ipynb" name="Cell 0" time="1.5"/>'
-        '<testcase classname="notebooks.07_training.ipynb" name="Cell 1" time="400"/>'
+        '<testcase classname="notebooks.08_training.ipynb" name="Cell 0" time="1.5"/>'
+        '<testcase classname="notebooks.08_training.ipynb" name="Cell 1" time="400"/>'
         '<testcase classname="notebooks.00_setup_and_data.ipynb" name="Cell 0" time="2"/>'
         '<testcase classname="tests.test_boxes" name="test_box_iou" time="9"/>'
         "</testsuite></testsuites>"
     )
     times = _load_tool().notebook_times(str(xml))
-    assert times == {"00_setup_and_data": 2.0, "07_training": 401.5}
+    assert times == {"00_setup_and_data": 2.0, "08_training": 401.5}

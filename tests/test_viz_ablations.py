@@ -1,4 +1,4 @@
-"""Tests of retina_edu.viz.ablations (notebook 09): bars with the seed spread, Figure 4 curves, the γ explorer."""
+"""Tests of retina_edu.viz.ablations (notebook 10): bars with the seed spread, Figure 4 curves, the γ explorer."""
 
 import math
 

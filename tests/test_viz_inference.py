@@ -1,4 +1,4 @@
-"""Tests of retina_edu.viz.inference (notebook 06): score maps per level, NMS and its explorer."""
+"""Tests of retina_edu.viz.inference (notebook 07): score maps per level, NMS and its explorer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of retina_edu.viz.network (notebook 04): feature maps, object sizes by pyramid level."""
+"""Tests of retina_edu.viz.network (notebook 05): feature maps, object sizes by pyramid level."""
 
 from __future__ import annotations
 

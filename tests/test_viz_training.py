@@ -1,4 +1,4 @@
-"""Tests of retina_edu.viz.training (notebooks 05, 07, 09): the live loss plot and loss curves of several runs."""
+"""Tests of retina_edu.viz.training (notebooks 06, 08, 10): the live loss plot and loss curves of several runs."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 def notebook_times(path: str) -> dict[str, float]:
     times: dict[str, float] = defaultdict(float)
     for case in ET.parse(path).getroot().iter("testcase"):
-        # nbval's cells: classname "notebooks.07_training.ipynb" (or a path in "file")
+        # nbval's cells: classname "notebooks.08_training.ipynb" (or a path in "file")
         where = f'{case.get("file") or ""} {case.get("classname") or ""}'
         match = re.search(r"([^/.\s]+)\.ipynb", where)
         if match:

@@ -1,4 +1,4 @@
-"""Ablations: the paper's Table 1 and Figure 4, reproduced at small scale (notebook 09).
+"""Ablations: the paper's Table 1 and Figure 4, reproduced at small scale (notebook 10).
 
 One ablation is one training run, described by a small dataclass::
 
@@ -19,7 +19,7 @@ The paper starts every run from an ImageNet-pretrained ResNet and trains the sub
 Offline and on a CPU budget, ``Ablation.trunk`` plays that part: one run trained once (and cached)
 whose backbone and FPN the ablations start from, frozen, with new subnets
 (:func:`pretrained_trunk`). The per-study lists of runs (:func:`gamma_alpha_runs`,
-:func:`prior_runs`, :func:`anchor_runs`, :func:`ohem_runs`) are shared by notebook 09 and
+:func:`prior_runs`, :func:`anchor_runs`, :func:`ohem_runs`) are shared by notebook 10 and
 ``benchmarks/ablations.py``. Figure 4's maths (``anchor_losses``, ``loss_cdf``, ``hardest_share``)
 lives in :mod:`retina_edu.analysis`, re-exported here; the logits it needs come from
 :func:`evaluate_with_anchor_logits`.

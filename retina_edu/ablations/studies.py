@@ -1,4 +1,4 @@
-"""The paper's studies as lists of runs, shared by notebook 09 and ``benchmarks/ablations.py``,
+"""The paper's studies as lists of runs, shared by notebook 10 and ``benchmarks/ablations.py``,
 the run whose trunk they start from, and the per-seed summary of their results."""
 
 from __future__ import annotations

@@ -9,16 +9,20 @@ imported only inside the functions that need them, so importing this package is 
 module               what it draws                                                   notebooks
 ===================  ==============================================================  ===========
 ``_common``          array conversion, ``ImageLike``/``BoxesLike``, palettes, colours  all
-``_explorer``        the widget contract: controls, readout, figure, redraw          01-03, 06, 09
-``notebook``         ``setup_notebook``                                              00-09
-``images``           images, boxes, detections, grids                                00, 02, 06-08
+``_explorer``        the widget contract: controls, readout, figure, redraw          01-03, 07, 10
+``notebook``         ``setup_notebook``                                              00-11
+``images``           images, boxes, detections, grids                                00, 02, 07-09
 ``anchors``          one level's anchors on an image, and its explorer               01
 ``matching``         positive / ignored / negative anchors, IoU histogram, explorer  02
 ``focal``            Figure 1, loss / factor / gradient panels, loss shares          03
-``network``          feature maps, object sizes by pyramid level                     04
-``inference``        score maps per level, NMS and its explorer                      06
-``training``         the live loss plot, loss curves of several runs                 05, 07, 09
-``ablations``        bars over seeds, Figure 4 and its explorer                      09
+``network``          feature maps, object sizes by pyramid level                     05
+``inference``        score maps per level, NMS and its explorer                      07
+``training``         the live loss plot, loss curves of several runs                 06, 08, 10
+``ablations``        bars over seeds, Figure 4 and its explorer                      10
+``loss``             box losses side by side, the normaliser                          04
+``subnets``          the prior and the first steps                                    06
+``lossmaps``         per-anchor loss maps of a trained detector                       09
+``realdata``         real images: tiles, crowns, fitted anchors                       11
 ===================  ==============================================================  ===========
 
 ``from retina_edu.viz import X`` works for every name below.

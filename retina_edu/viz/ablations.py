@@ -1,4 +1,4 @@
-"""Ablation figures (notebook 09): bars over seeds, the paper's Figure 4, and Figure 4 with a γ slider.
+"""Ablation figures (notebook 10): bars over seeds, the paper's Figure 4, and Figure 4 with a γ slider.
 
 The Figure-4 numbers come from :func:`retina_edu.analysis.anchor_losses`,
 :func:`retina_edu.analysis.loss_cdf` and :func:`retina_edu.analysis.hardest_share`; this module

@@ -1,4 +1,4 @@
-"""Images, boxes and detections (notebooks 00, 02, 06-08 and the ``detect`` command).
+"""Images, boxes and detections (notebooks 00, 02, 07-09 and the ``detect`` command).
 
 All functions draw on a matplotlib ``Axes`` (or make one) and accept images as a CHW float tensor,
 an HWC numpy array or a PIL image (:data:`ImageLike`), and boxes as ``[N, 4]`` tensors, arrays or

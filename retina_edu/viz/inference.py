@@ -1,4 +1,4 @@
-"""Inference figures (notebook 06): class scores level by level, and non-maximum suppression with its widget."""
+"""Inference figures (notebook 07): class scores level by level, and non-maximum suppression with its widget."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The network's figures (notebook 04): feature maps level by level, and which level each object lands on."""
+"""The network's figures (notebook 05): feature maps level by level, and which level each object lands on."""
 
 from __future__ import annotations
 

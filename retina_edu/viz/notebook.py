@@ -1,4 +1,4 @@
-"""The first line of every notebook (notebooks 00-09): seeds, print precision, compact figures."""
+"""The first line of every notebook (notebooks 00-10): seeds, print precision, compact figures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training curves (notebooks 05, 07, 09): the live loss plot of ``train()`` and loss curves of several runs."""
+"""Training curves (notebooks 06, 08, 10): the live loss plot of ``train()`` and loss curves of several runs."""
 
 from __future__ import annotations
 
