@@ -35,6 +35,14 @@ from retina_edu.data import CocoDetection, make_shapes_splits  # noqa: E402
 from retina_edu.files import write_atomic  # noqa: E402
 
 STUDIES = ("gamma_alpha", "prior", "anchors", "ohem", "figure4")
+# The paper's orderings, checked seed by seed: (study, the setting the paper found better, the other)
+CLAIMS = (
+    ("gamma_alpha", "CE α=0.75", "CE α=0.25"), ("gamma_alpha", "CE α=0.75", "CE α=0.5"),
+    ("gamma_alpha", "FL γ=0.5 α=0.5", "CE α=0.75"), ("gamma_alpha", "FL γ=2 α=0.25", "CE α=0.75"),
+    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=0.5 α=0.5"), ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=1 α=0.25"),
+    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=5 α=0.25"), ("anchors", "anchors 3×3", "anchors 1×1"),
+    ("ohem", "FL γ=2 α=0.25", "OHEM 1:3"),
+)
 
 
 def build_runs(args, num_train: int) -> list[tuple[str, ab.Ablation]]:
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None, help="training steps per run (default 240)")
     budget.add_argument("--epochs", type=float, default=None, help="passes over the 2000 training images per run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--val-images", type=int, default=200, help="mAP on the first N val images (0: all 500)")
@@ -219,10 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{path} ({len(rows)} rows) in {time.perf_counter() - start:.0f} s")
     for study in dict.fromkeys(s for s, _ in results if s != "prior"):
         stats = ab.summarise([r for s, r in results if s == study])
-        print(f"\n{study}: val AP, mean ± std over seeds (n)")
+        # Table 1d is ResNet-101 at 800 px: its numbers go beside the OHEM study only
+        paper = ab.PAPER_TABLE1D if study == "ohem" else ab.PAPER_TABLE1
+        print(f"\n{study}: val AP, mean ± std over seeds (n); the paper's COCO AP")
         for name, s in stats.items():
             diverged = f", {s['diverged']} diverged" if s["diverged"] else ""
-            print(f"  {name:<22s} {s['mean']:.3f} ± {s['std']:.3f} ({s['n']}{diverged})")
+            print(f"  {name:<22s} {s['mean']:.3f} ± {s['std']:.3f} ({s['n']}{diverged})  paper {paper.get(name, '?')}")
+    print("\nseed by seed, the paper's order (first > second):")
+    for study, better, worse in CLAIMS:
+        runs = [r for s, r in results if s == study]
+        if not any(r.name == better for r in runs) or not any(r.name == worse for r in runs):
+            continue
+        c = ab.paired_comparison(runs, better, worse)
+        print(f"  {better:>15} > {worse:<15} mean {c['mean']:+.4f}, spread {c['spread']:.4f}: {c['verdict']}")
     for p in figures(results, args.out, seed=args.seeds[0]):
         print(p)
     return 0

@@ -25,6 +25,7 @@ from retina_edu.ablations import (
     load_trunk,
     loss_cdf,
     make_preset,
+    paired_comparison,
     run_ablation,
     summarise,
 )
@@ -252,3 +253,30 @@ def test_a_run_on_a_pretrained_trunk_trains_only_the_subnets(tiny, tmp_path):
 def test_a_trunk_must_keep_its_weights():
     with pytest.raises(ValueError, match="keep_weights"):
         tiny_ablation(trunk=tiny_ablation(name="trunk"))
+
+
+def _runs(name, aps):
+    return [{"name": name, "ablation": {"seed": seed}, "metrics": {"AP": ap}} for seed, ap in enumerate(aps)]
+
+
+def test_paired_comparison_counts_seeds_with_the_papers_sign_and_flags_gaps_within_the_spread():
+    clear = paired_comparison(_runs("FL", [0.30, 0.32, 0.31]) + _runs("CE", [0.20, 0.21, 0.22]), "FL", "CE")
+    assert clear["same_sign"] == 3 and clear["n"] == 3 and not clear["within_spread"]
+    assert clear["verdict"] == "same sign as the paper in 3/3 seeds"
+    assert clear["diffs"] == pytest.approx({0: 0.10, 1: 0.11, 2: 0.09})
+    assert clear["mean"] == pytest.approx(0.10) and clear["spread"] == pytest.approx(0.01)
+    # every seed agrees, but the mean gap is smaller than either setting's seed-to-seed spread
+    noisy = paired_comparison(_runs("a", [0.20, 0.30, 0.25]) + _runs("b", [0.19, 0.29, 0.24]), "a", "b")
+    assert noisy["same_sign"] == 3 and noisy["within_spread"]
+    assert noisy["verdict"] == "same sign as the paper in 3/3 seeds; within the seed spread"
+    mixed = paired_comparison(_runs("a", [0.2, 0.1]) + _runs("b", [0.1, 0.2]), "a", "b")
+    assert mixed["same_sign"] == 1 and mixed["verdict"].startswith("same sign as the paper in 1/2 seeds")
+
+
+def test_paired_comparison_skips_diverged_runs_and_refuses_settings_without_a_shared_seed():
+    diverged = {"name": "b", "ablation": {"seed": 0}, "metrics": None}
+    runs = _runs("a", [0.3, 0.3]) + [diverged] + _runs("b", [0.1, 0.1])[1:]
+    assert paired_comparison(runs, "a", "b")["diffs"] == pytest.approx({1: 0.2})
+    with pytest.raises(ValueError, match="no seed has both"):
+        paired_comparison(_runs("a", [0.3]), "a", "missing")
+

@@ -31,7 +31,7 @@ The package, one job a module:
     ohem       OHEMRetinaNet (Table 1d)
     result     AblationResult, load_anchor_logits
     runner     run_ablation and its steps, load_trunk
-    studies    the runs of each study, PAPER_TABLE1, PAPER_OPTIMIZER, summarise
+    studies    the runs of each study, PAPER_TABLE1(D), PAPER_OPTIMIZER, summarise, paired_comparison
 
 Every name is importable from here: ``from retina_edu.ablations import Ablation, run_ablation``.
 """
@@ -47,11 +47,14 @@ from .runner import TRUNK_PREFIXES, load_trunk, run_ablation
 from .studies import (
     CE_ALPHAS,
     FL_SETTINGS,
+    PAPER_BEST_OHEM,
     PAPER_OPTIMIZER,
     PAPER_TABLE1,
+    PAPER_TABLE1D,
     anchor_runs,
     gamma_alpha_runs,
     ohem_runs,
+    paired_comparison,
     pretrained_trunk,
     prior_runs,
     summarise,
@@ -63,8 +66,10 @@ __all__ = [
     "FIGURE4_GAMMAS",
     "FL_SETTINGS",
     "MAX_NEGATIVES",
+    "PAPER_BEST_OHEM",
     "PAPER_OPTIMIZER",
     "PAPER_TABLE1",
+    "PAPER_TABLE1D",
     "TRUNK_PREFIXES",
     "Ablation",
     "AblationResult",
@@ -82,6 +87,7 @@ __all__ = [
     "loss_cdf",
     "make_preset",
     "ohem_runs",
+    "paired_comparison",
     "pretrained_trunk",
     "prior_runs",
     "run_ablation",

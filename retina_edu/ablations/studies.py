@@ -13,11 +13,14 @@ from .result import AblationResult
 __all__ = [
     "CE_ALPHAS",
     "FL_SETTINGS",
+    "PAPER_BEST_OHEM",
     "PAPER_OPTIMIZER",
     "PAPER_TABLE1",
+    "PAPER_TABLE1D",
     "anchor_runs",
     "gamma_alpha_runs",
     "ohem_runs",
+    "paired_comparison",
     "pretrained_trunk",
     "prior_runs",
     "summarise",
@@ -30,6 +33,11 @@ PAPER_TABLE1 = {  # AP on COCO minival, ResNet-50-FPN, 600 px (PAPER.md)
     "FL γ=0.5 α=0.5": 32.9, "FL γ=1 α=0.25": 33.7, "FL γ=2 α=0.25": 34.0, "FL γ=5 α=0.25": 32.2,
     "anchors 1×1": 30.3, "anchors 3×3": 34.0,
 }
+# Table 1d is a different model (ResNet-101-FPN, 800 px): compare its numbers with each other, never
+# with the ResNet-50 rows above. Each number sits beside the run that matches it: the best OHEM with
+# the SSD-style 1:3 ratio (batch 128, NMS .5) beside "OHEM 1:3", FL beside FL.
+PAPER_TABLE1D = {"OHEM 1:3": 31.1, "FL γ=2 α=0.25": 36.0}
+PAPER_BEST_OHEM = 32.8  # the best OHEM of Table 1d: no 1:3 ratio, batch 128, NMS .5 (no run here matches it)
 # The prior study trains as the paper does (SGD, no warmup, no gradient clipping, no GroupNorm in
 # the heads) for a short while: that is where CE without the prior blows up. The rate is half the
 # paper's 0.01 per 16 images: from scratch (no ImageNet backbone) at the full rate even the run
@@ -116,3 +124,43 @@ def summarise(
         out[name] = {"values": vals, "mean": mean, "std": std, "min": min(vals) if vals else float("nan"),
                      "max": max(vals) if vals else float("nan"), "n": n, "diverged": len(runs) - n}
     return out
+
+
+def paired_comparison(
+    results: Sequence[AblationResult | dict[str, Any]], better: str, worse: str, metric: str = "AP"
+) -> dict[str, Any]:
+    """Seed-by-seed comparison of two settings whose runs share seeds (the paper says ``better`` wins).
+
+    Two runs with the same seed share the subnets' initial weights, the images and their order, so
+    the per-seed difference removes most of that noise. The verdict counts the seeds where the
+    difference has the paper's sign, and calls the gap "within the seed spread" when the mean gap
+    is no larger than the standard deviation over seeds of either setting.
+
+    Returns:
+        ``{"diffs": {seed: better - worse}, "same_sign": k, "n": n, "mean": mean diff,
+        "spread": the larger std over seeds of the two settings, "within_spread": bool,
+        "verdict": "same sign as the paper in k/n seeds" (+ "; within the seed spread")}``.
+        Seeds where either run has no metrics (it diverged) are left out.
+
+    Raises:
+        ValueError: when no seed has both settings.
+    """
+
+    def by_seed(name: str) -> dict[int, float]:
+        return {int(r["ablation"]["seed"]): float(r["metrics"][metric])
+                for r in results if r["name"] == name and r.get("metrics")}
+
+    a, b = by_seed(better), by_seed(worse)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError(f"paired_comparison: no seed has both {better!r} and {worse!r} (metric {metric})")
+    diffs = {s: a[s] - b[s] for s in seeds}
+    n = len(diffs)
+    mean = sum(diffs.values()) / n
+    stats = summarise([r for r in results if r["name"] in (better, worse)], metric)
+    spread = max(stats[better]["std"], stats[worse]["std"])
+    within = bool(not math.isnan(spread) and abs(mean) <= spread)
+    same_sign = sum(d > 0 for d in diffs.values())
+    verdict = f"same sign as the paper in {same_sign}/{n} seeds" + ("; within the seed spread" if within else "")
+    return {"diffs": diffs, "same_sign": same_sign, "n": n, "mean": mean, "spread": spread,
+            "within_spread": within, "verdict": verdict}
