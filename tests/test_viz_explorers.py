@@ -25,7 +25,10 @@ from retina_edu.viz import (
     loss_share_explorer,
     matching_explorer,
     nms_explorer,
+    prior_explorer,
 )
+from retina_edu.viz._explorer import PIXEL_RATIO
+from retina_edu.viz.network import box_level_explorer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = torch.full((3, 128, 128), 0.5)
@@ -53,6 +56,8 @@ EXPLORERS: list[tuple[str, Callable[[], Any], str, Any]] = [
     ("loss share", lambda: loss_share_explorer(*_logits_and_targets()), "gamma", 0.5),
     ("nms", lambda: nms_explorer(np.zeros((100, 100, 3)), *_candidates(), score_thresh=0.0), "iou", 0.95),
     ("loss cdf", lambda: loss_cdf_explorer(torch.randn(40), torch.randn(300, 3) - 3), "gamma", 0.5),
+    ("box level", lambda: box_level_explorer(64.0), "size", 181.0),
+    ("prior", lambda: prior_explorer(100, 20_000, 4), "pi", 0.5),
 ]
 
 
@@ -95,3 +100,17 @@ def test_explorers_leave_no_pyplot_figures_open(explorer) -> None:
     box, control, value = explorer
     box.controls[control].value = value
     assert plt.get_fignums() == []
+
+
+def test_pictures_are_rendered_at_the_screen_density_and_shown_at_their_own_width(explorer) -> None:
+    """Sharp in JupyterLab: PIXEL_RATIO device pixels per CSS pixel, and the <img> pinned to the figure's width."""
+    import io
+
+    from PIL import Image
+
+    box, _, _ = explorer
+    width_css = round(box.figure.get_figwidth() * box.figure.dpi)
+    png = Image.open(io.BytesIO(box.image.value))
+    assert abs(png.size[0] - PIXEL_RATIO * width_css) <= 2
+    assert box.image.layout.width == f"{width_css}px" and box.display_width == width_css
+    assert box.image.layout.max_width == "100%"  # a narrower column shrinks it, never stretches it

@@ -83,3 +83,57 @@ def test_plot_level_assignment_names_the_papers_levels_by_default() -> None:
     ax = plot_level_assignment([20.0, 60.0, 200.0], [0, 1, 4])
     names = [t.get_text().split()[0] for t in ax.get_legend().get_texts()]
     assert names == list(PYRAMID_LEVEL_NAMES)
+
+
+# ---------------------------------------------------------------------------------------------
+# one box's level (the explorer), and the architecture figure
+# ---------------------------------------------------------------------------------------------
+def test_draw_box_levels_draws_the_best_anchor_of_each_level_and_one_bar_per_level() -> None:
+    import matplotlib.pyplot as plt
+
+    from retina_edu.analysis import box_level_assignment
+    from retina_edu.viz.network import draw_box_levels
+
+    result = box_level_assignment(90.0)
+    fig = draw_box_levels(result)
+    ax_img, ax_bar = fig.axes
+    rects = [p for p in ax_img.patches if isinstance(p, Rectangle)]
+    assert len(rects) == 1 + len(PYRAMID_LEVEL_NAMES) + 1  # the image, one anchor per level, the box
+    widths = [r.get_linewidth() for r in rects[1:-1]]
+    assert int(np.argmax(widths)) == result["level"]  # the assigned level's anchor is drawn thick
+    np.testing.assert_allclose([b.get_height() for b in ax_bar.patches], result["best_iou"])
+    assert "P4" in ax_bar.get_title()
+    plt.close(fig)
+
+
+def test_box_level_explorer_follows_size_and_aspect() -> None:
+    import matplotlib.pyplot as plt
+
+    from retina_edu.viz.network import box_level_explorer
+
+    box = box_level_explorer(size=32.0)
+    size, aspect = box.controls["size"], box.controls["aspect"]
+    assert size.description == "size" and "box-size" in size._dom_classes and aspect.description == "h/w"
+    assert box.result["level"] == 0 and "Its best anchor is on <b>P3</b>" in box.readout.value
+    size.value = 256.0
+    assert box.result["level"] == 3 and "256 px" in box.readout.value
+    aspect.value = 4.0
+    assert box.result["best_iou"][3] < 1.0 and "h/w = 4.00" in box.readout.value
+    assert plt.get_fignums() == []
+
+
+def test_plot_architecture_writes_every_measured_shape() -> None:
+    import matplotlib.pyplot as plt
+
+    from retina_edu.analysis import network_shapes
+    from retina_edu.model import RetinaNet
+    from retina_edu.viz.network import plot_architecture
+
+    shapes = network_shapes(RetinaNet(3, backbone="resnet18", fpn_channels=16, head_convs=1), (128, 128))
+    fig = plot_architecture(shapes)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for shape in shapes["C"] + shapes["P"]:
+        assert "×".join(map(str, shape[1:])) in texts
+    assert f"{shapes['class'][1]}×3" in texts and f"{shapes['box'][1]}×4" in texts
+    assert "P7" in texts and "C5" in texts
+    plt.close(fig)

@@ -9,13 +9,13 @@ imported only inside the functions that need them, so importing this package is 
 module               what it draws                                                   notebooks
 ===================  ==============================================================  ===========
 ``_common``          array conversion, ``ImageLike``/``BoxesLike``, palettes, colours  all
-``_explorer``        the widget contract: controls, readout, figure, redraw          01-03, 07, 10
+``_explorer``        the widget contract: controls, readout, figure, redraw          01-07, 09-11
 ``notebook``         ``setup_notebook``                                              00-11
 ``images``           images, boxes, detections, grids                                00, 02, 07-09
 ``anchors``          one level's anchors on an image, and its explorer               01
 ``matching``         positive / ignored / negative anchors, IoU histogram, explorer  02
 ``focal``            Figure 1, loss / factor / gradient panels, loss shares          03
-``network``          feature maps, object sizes by pyramid level                     05
+``network``          architecture, feature maps, object size -> level, explorer      05
 ``inference``        score maps per level, NMS and its explorer                      07
 ``training``         the live loss plot, loss curves of several runs                 06, 08, 10
 ``ablations``        bars over seeds, Figure 4 and its explorer                      10
@@ -49,7 +49,14 @@ from .focal import (
 from .images import draw_boxes, show_detections, show_grid, show_image
 from .inference import draw_nms, nms_explorer, nms_readout, show_level_maps
 from .matching import draw_matching, matching_explorer, matching_figure, matching_readout
-from .network import plot_level_assignment, show_feature_maps
+from .network import (
+    box_level_explorer,
+    box_level_readout,
+    draw_box_levels,
+    plot_architecture,
+    plot_level_assignment,
+    show_feature_maps,
+)
 from .notebook import setup_notebook
 from .training import LiveLossPlot, plot_loss_curves
 
@@ -62,6 +69,10 @@ __all__ = [
     "ImageLike",
     "LiveLossPlot",
     "anchor_explorer",
+    "box_level_explorer",
+    "box_level_readout",
+    "draw_box_levels",
+    "plot_architecture",
     "anchor_figure",
     "anchor_readout",
     "class_color",

@@ -12,6 +12,11 @@ Every explorer exposes the same attributes: ``.controls`` (``{name: widget}``), 
 ``.image``, ``.readout``, ``.draw_count`` (redraws so far) and ``.result`` (what the last draw
 returned: counts, shares, ...). This module imports ipywidgets, so the topic modules import it
 inside their ``*_explorer`` functions.
+
+Sharp pictures: the figure's ``dpi`` is its *displayed* density (CSS pixels per inch), so it is shown
+``width_in × dpi`` CSS pixels wide; the PNG is rendered :data:`PIXEL_RATIO` times denser and the
+``<img>`` is pinned to the displayed width (shrinking, never stretching, when the column is narrower),
+so text and lines stay crisp on a HiDPI screen instead of being a small bitmap stretched by the browser.
 """
 
 from __future__ import annotations
@@ -22,10 +27,20 @@ from typing import Any
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ._common import _figure_png
+PIXEL_RATIO = 2
+"""Device pixels per CSS pixel the PNG is rendered for (2: HiDPI/"retina" screens; sharp on 1× too)."""
 
 Values = dict[str, Any]
 """The controls' current values, by control name."""
+
+
+def figure_png(figure: Figure, pixel_ratio: float = PIXEL_RATIO) -> bytes:
+    """``figure`` as PNG bytes, ``pixel_ratio`` times denser than its ``dpi`` (its displayed density)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=pixel_ratio * figure.dpi)
+    return buffer.getvalue()
 
 
 class Explorer(widgets.VBox):
@@ -56,7 +71,8 @@ class Explorer(widgets.VBox):
     ):
         self.controls = dict(controls)
         self.figure = figure
-        self.image = widgets.Image(format="png")
+        # max_width: a column narrower than the figure shrinks it (sharp), height follows the aspect
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
         self.readout = widgets.HTML()
         if readout_class is not None:
             self.readout.add_class(readout_class)
@@ -73,6 +89,11 @@ class Explorer(widgets.VBox):
         self.redraw()
 
     @property
+    def display_width(self) -> int:
+        """The picture's displayed width in CSS pixels: the figure's width in inches times its ``dpi``."""
+        return round(self.figure.get_figwidth() * self.figure.dpi)
+
+    @property
     def values(self) -> Values:
         """The controls' current values, by name."""
         return {name: control.value for name, control in self.controls.items()}
@@ -87,8 +108,11 @@ class Explorer(widgets.VBox):
                 self._adjust(changed, self.values)
             values = self.values
             self.result = self._draw(values)
-            self.readout.value = self._readout(self.result, values)
-            self.image.value = _figure_png(self.figure)
+            # render before touching the widgets, so the picture and the readout change together
+            png, text = figure_png(self.figure, PIXEL_RATIO), self._readout(self.result, values)
+            self.image.layout.width = f"{self.display_width}px"
+            self.image.value = png
+            self.readout.value = text
             self.draw_count += 1
         finally:
             self._busy = False

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis import LOSS_GROUPS, focal_loss_vs_pt, loss_shares
+from ..analysis import LOSS_GROUPS, focal_loss_both_sides, focal_loss_vs_pt, illustrative_batch, loss_shares
 from ..losses import ALPHA
 from ._common import ArrayLike, _axes, format_times
 
@@ -26,6 +26,7 @@ FOCAL_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # the curves of the paper's Figure 1
 _GROUP_COLORS = ("#9ecae1", "#08519c", "#ff7f0e")  # easy negatives, hard negatives, positives
 _GAMMA_COLORS = ("#1f77b4", "#9467bd", "#d62728", "#2ca02c", "#ff7f0e")  # γ = 0, .5, 1, 2, 5
 _P_T = np.linspace(0.001, 0.999, 400)  # the x axis of every p_t plot
+_NEGATIVE_COLOR = "#08519c"  # the negatives' curves (the positives' are green / red)
 
 
 def _curves(p_t: Any, gamma: float, alpha: float | None = None) -> dict[str, np.ndarray]:
@@ -70,11 +71,21 @@ def plot_focal_loss_curves(
     return ax
 
 
-def focal_loss_readout(gamma: float, alpha: float | None = None, p_t: float = 0.9) -> str:
+def focal_loss_readout(
+    gamma: float,
+    alpha: float | None = None,
+    p_t: float = 0.9,
+    shares: Mapping[str, float] | None = None,
+    ce_shares: Mapping[str, float] | None = None,
+    batch: str = "the batch",
+) -> str:
     """The numbers behind the focal loss explorer, as a short HTML text.
 
     E.g. ``focal_loss_readout(2.0)`` says that at p_t = 0.9 the loss is 100× smaller than CE
-    (the modulating factor (1 - 0.9)² = 0.01), and gives the same ratio at p_t = 0.5.
+    (the modulating factor (1 - 0.9)² = 0.01), and gives the same ratio at p_t = 0.5. With α, it
+    says how a negative's loss compares with a positive's; with ``shares`` (and ``ce_shares``,
+    from :func:`retina_edu.analysis.loss_shares`) the share of the total loss of ``batch`` that
+    its easy negatives carry, under this focal loss (and under CE with the same α).
     """
     factor = (1 - p_t) ** gamma
     half = 0.5**gamma
@@ -87,19 +98,28 @@ def focal_loss_readout(gamma: float, alpha: float | None = None, p_t: float = 0.
             f"at p<sub>t</sub> = 0.5 it is {format_times(1 / half)} smaller."
         )
     if alpha is None or alpha < 0:
-        second = "No α: positives and negatives weigh the same."
+        second = "No α: positives and negatives weigh the same (the two curves coincide)."
     else:
         second = (
             f"<b>α = {alpha:.2f}</b> scales a positive's loss by {alpha:.2f} and a negative's by {1 - alpha:.2f}"
         )
-        if alpha > 0:
+        if 0 < alpha < 1:
             second += (
                 f": a positive at p<sub>t</sub> = {p_t:g} weighs {format_times(1 / (alpha * factor))} "
-                f"less than under plain CE."
+                f"less than under plain CE, a negative at the same p<sub>t</sub> "
+                f"{format_times((1 - alpha) / alpha)} more than that positive."
             )
         else:
             second += "."
-    return f"<div>{first}<br>{second}</div>"
+    third = ""
+    if shares is not None:
+        third = (f"<br>In {batch}, the <b>easy negatives</b> (p<sub>t</sub> &gt; 0.5) carry "
+                 f"<b>{100 * shares['easy negatives']:.0f}%</b> of the total loss")
+        if ce_shares is not None:
+            third += f" (under CE with the same α: {100 * ce_shares['easy negatives']:.0f}%)"
+        third += (f"; hard negatives {100 * shares['hard negatives']:.0f}%, "
+                  f"positives {100 * shares['positives']:.0f}%.")
+    return f"<div>{first}<br>{second}{third}</div>"
 
 
 class _FocalPanels:
@@ -119,8 +139,10 @@ class _FocalPanels:
         ax_loss.plot(self.p_t, ref["ce"], color="0.45", ls="--", lw=1.2, label="CE")
         (self.loss_line,) = ax_loss.plot(self.p_t, ref["loss"], color="#2ca02c", lw=2, label="FL")
         (self.loss_dot,) = ax_loss.plot([p_mark], [0.0], "o", color="#2ca02c", ms=4)
+        (self.neg_loss_line,) = ax_loss.plot(self.p_t, ref["loss"], color=_NEGATIVE_COLOR, lw=1.6, ls=(0, (4, 2)),
+                                             label="FL, negative")
         ax_loss.set_ylim(0, 5)
-        ax_loss.set_title("loss (a positive example)", fontsize=9)
+        ax_loss.set_title("loss of a positive and of a negative", fontsize=9)
         ax_loss.legend(fontsize=7, loc="upper right")
         ax_factor.axhline(1.0, color="0.45", ls="--", lw=1.2, label="CE (factor 1)")
         (self.factor_line,) = ax_factor.plot(self.p_t, ref["factor"], color="#9467bd", lw=2, label="FL")
@@ -133,6 +155,9 @@ class _FocalPanels:
         ax_grad.plot(self.p_t, ref["ce_grad"], color="0.45", ls="--", lw=1.2, label="CE")
         (self.grad_line,) = ax_grad.plot(self.p_t, ref["grad"], color="#d62728", lw=2, label="FL")
         ax_grad.axhline(0.0, color="0.6", lw=0.8)
+        # a negative's gradient has the opposite sign (it lowers the logit): drawn as -grad, on the same scale
+        (self.neg_grad_line,) = ax_grad.plot(self.p_t, ref["grad"], color=_NEGATIVE_COLOR, lw=1.6, ls=(0, (4, 2)),
+                                             label="FL, negative (−grad)")
         ax_grad.set_ylim(-1.35, 0.05)  # FL's gradient dips below CE's for hard examples: -1.31 at γ = 5
         ax_grad.set_title("gradient d loss / d logit", fontsize=9)
         ax_grad.legend(fontsize=7, loc="lower right")
@@ -147,9 +172,15 @@ class _FocalPanels:
         self.factor_dot.set_ydata([mark["factor"]])
         self.factor_text.set_text(f"at $p_t$ = {self.p_mark:g}: {mark['factor']:.3g}")
         self.grad_line.set_ydata(curves["grad"])
-        label = f"FL, γ = {gamma:.1f}" + ("" if alpha is None else f", α = {alpha:.2f}")
-        self.loss_line.set_label(label)
+        sides = focal_loss_both_sides(self.p_t, gamma, alpha)
+        self.neg_loss_line.set_ydata(sides["negative"].numpy())
+        self.neg_grad_line.set_ydata(-sides["negative_grad"].numpy())
+        self.grad_line.set_label("FL, positive")
+        weights = ("", "") if alpha is None else (f", ×{alpha:.2f}", f", ×{1 - alpha:.2f}")
+        self.loss_line.set_label(f"FL, positive{weights[0]}")
+        self.neg_loss_line.set_label(f"FL, negative{weights[1]}")
         self.axes[0].legend(fontsize=7, loc="upper right")
+        self.axes[2].legend(fontsize=7, loc="lower right")
         return mark
 
 
@@ -158,8 +189,9 @@ def plot_focal_loss_panels(
 ) -> Figure:
     """Three panels for one setting: the loss (CE for reference), (1 - p_t)^γ, and d loss / d logit.
 
-    All for a positive example as a function of p_t (:func:`retina_edu.analysis.focal_loss_vs_pt`);
-    the static twin of :func:`focal_loss_explorer`.
+    As functions of p_t, for a positive (solid, weight α) and a negative (dashed, weight 1 - α;
+    its gradient drawn with the sign flipped), from :func:`retina_edu.analysis.focal_loss_vs_pt`
+    and :func:`retina_edu.analysis.focal_loss_both_sides`; the static twin of :func:`focal_loss_explorer`.
 
     Args:
         gamma: focusing parameter.
@@ -187,20 +219,33 @@ def _gamma_slider(value: float, css_class: str, step: float = 0.1) -> Any:
     return float_slider(value, 0.0, 5.0, step, "γ", readout_format=".1f", css_class=css_class)
 
 
-def focal_loss_explorer(gamma: float = 2.0, alpha: float | None = None, p_mark: float = 0.9) -> Explorer:
+def focal_loss_explorer(
+    gamma: float = 2.0,
+    alpha: float | None = None,
+    p_mark: float = 0.9,
+    logits: ArrayLike | None = None,
+    targets: ArrayLike | None = None,
+    batch: str | None = None,
+) -> Explorer:
     """Sliders for γ and α that redraw the loss, the modulating factor and the gradient.
 
     An :class:`~retina_edu.viz._explorer.Explorer` (CSS class ``focal-loss-explorer``) whose
     controls are ``"gamma"`` (description "γ", CSS class ``focal-gamma``), ``"alpha"`` (CSS class
     ``focal-alpha``) and ``"no_alpha"`` (the "no α" checkbox, which disables the α slider); its
     readout (CSS class ``focal-readout``) is :func:`focal_loss_readout`, its picture the three panels
-    of :func:`plot_focal_loss_panels`, and ``.result`` the loss, factor and gradient at ``p_mark``.
+    of :func:`plot_focal_loss_panels` (a positive and a negative), and ``.result`` the loss, factor
+    and gradient of a positive at ``p_mark``, plus ``"shares"`` and ``"ce_shares"``
+    (:func:`retina_edu.analysis.loss_shares` of the batch under this focal loss and under CE).
 
     Args:
         gamma: initial γ, in [0, 5].
         alpha: initial α in [0, 1], or ``None`` to start with the "no α" box ticked (as in the
             paper's Figure 1; the α slider then starts at 0.25).
         p_mark: the p_t the readout and the dots talk about.
+        logits, targets: the batch whose loss shares the readout gives (as in
+            :func:`retina_edu.analysis.loss_shares`); by default notebook 03's made-up batch,
+            :func:`retina_edu.analysis.illustrative_batch`.
+        batch: how the readout names the batch.
 
     Returns:
         The explorer (an ``ipywidgets.VBox``).
@@ -217,6 +262,12 @@ def focal_loss_explorer(gamma: float = 2.0, alpha: float | None = None, p_mark: 
         "no_alpha": widgets.Checkbox(value=alpha is None, description="no α", indent=False,
                                      layout=widgets.Layout(width="80px")),
     }
+    if (logits is None) != (targets is None):
+        raise ValueError("focal_loss_explorer: give both logits and targets, or neither")
+    if logits is None:
+        logits, targets = illustrative_batch(num_positive=100)  # 50k decisions: a redraw stays under a second
+        batch = batch or "a made-up batch (1 positive per 500 negatives, as in section 5)"
+    batch = batch or "the batch"
     figure = Figure(figsize=(10, 3), dpi=80)
     panels = _FocalPanels(figure.subplots(1, 3), p_mark)
 
@@ -226,14 +277,24 @@ def focal_loss_explorer(gamma: float = 2.0, alpha: float | None = None, p_mark: 
     def adjust(changed: str, values: dict[str, Any]) -> None:
         controls["alpha"].disabled = bool(values["no_alpha"])
 
-    def draw(values: dict[str, Any]) -> dict[str, float]:
-        mark = panels.update(float(values["gamma"]), current_alpha(values))
-        figure.tight_layout()
-        return mark
+    ce_cache: dict[float | None, dict[str, float]] = {}  # CE's shares depend on α only
 
-    return Explorer(controls, draw, figure,
-                    readout=lambda _, values: focal_loss_readout(float(values["gamma"]), current_alpha(values), p_mark),
-                    adjust=adjust, css_class="focal-loss-explorer", readout_class="focal-readout")
+    def draw(values: dict[str, Any]) -> dict[str, Any]:
+        gamma_, alpha_ = float(values["gamma"]), current_alpha(values)
+        result: dict[str, Any] = panels.update(gamma_, alpha_)
+        result["shares"] = loss_shares(logits, targets, gamma_, alpha_)
+        if alpha_ not in ce_cache:
+            ce_cache[alpha_] = loss_shares(logits, targets, 0.0, alpha_)
+        result["ce_shares"] = ce_cache[alpha_]
+        figure.tight_layout()
+        return result
+
+    def readout(result: dict[str, Any], values: dict[str, Any]) -> str:
+        return focal_loss_readout(float(values["gamma"]), current_alpha(values), p_mark,
+                                  result["shares"], result["ce_shares"], batch)
+
+    return Explorer(controls, draw, figure, readout=readout, adjust=adjust, css_class="focal-loss-explorer",
+                    readout_class="focal-readout")
 
 
 def _draw_share_bars(ax: Axes, columns: Sequence[tuple[str, Mapping[str, float]]]) -> None:

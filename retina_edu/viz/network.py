@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
     from torch import Tensor
 
+    from ._explorer import Explorer
+
 
 def _chw(feature: Tensor | np.ndarray) -> np.ndarray:
     """A feature map as a float ``[C, H, W]`` array (accepts ``[1, C, H, W]``, ``[C, H, W]``, ``[H, W]``)."""
@@ -184,3 +186,197 @@ def plot_level_assignment(
         _draw_anchor_ranges(ax, anchor_sizes, colors, top)
     ax.legend(fontsize=7, loc="upper center", ncol=3, columnspacing=1.0, handlelength=1.2, borderaxespad=0.3)
     return finish_axes(ax, title)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which level gets one box (the explorer), and the architecture drawn from measured shapes
+# ---------------------------------------------------------------------------------------------
+def draw_box_levels(result: dict[str, Any], image_size: tuple[int, int] = (512, 512), fig: Figure | None = None,
+                    level_names: Sequence[str] = PYRAMID_LEVEL_NAMES) -> Figure:
+    """One box, each level's best anchor on the image, and the best IoU per level as bars.
+
+    Args:
+        result: :func:`retina_edu.analysis.box_level_assignment`'s dict.
+        image_size: ``(H, W)`` of the image the box lies in.
+        fig: a figure to clear and draw on (an explorer's); ``None`` makes a new pyplot figure.
+        level_names: the levels' names, P3 first.
+
+    Returns:
+        The figure: ``axes[0]`` the image with the box (gold) and the best anchors (the assigned
+        level's thick), ``axes[1]`` the bars (``patches`` in level order) with the 0.5 and 0.4 lines.
+    """
+    from matplotlib.patches import Rectangle
+
+    from ._common import new_figure
+
+    fig = new_figure(fig, (9, 3.6))
+    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    height, width = image_size
+    colors = _level_colors(len(level_names))
+    ax_img.add_patch(Rectangle((0, 0), width, height, facecolor="0.93", edgecolor="0.6"))
+    for k, anchor in enumerate(to_numpy(result["best_anchor"])):
+        x0, y0, x1, y1 = anchor
+        chosen = k == result["level"]
+        ax_img.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colors[k],
+                                   lw=2.6 if chosen else 1.0, ls="-" if chosen else "--"))
+    x0, y0, x1, y1 = to_numpy(result["box"])
+    ax_img.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=(1.0, 0.84, 0.0, 0.35), edgecolor="#b8860b",
+                               lw=1.5))
+    ax_img.set_xlim(-2, width + 2)
+    ax_img.set_ylim(height + 2, -2)
+    ax_img.set_aspect("equal")
+    ax_img.set_xticks([0, width // 2, width])
+    ax_img.set_yticks([0, height // 2, height])
+    ax_img.set_title("the object (gold) and each level's best anchor", fontsize=9)
+    best = result["best_iou"]
+    bars = ax_bar.bar(range(len(best)), best, color=colors[: len(best)], width=0.6)
+    for k, (bar, positives) in enumerate(zip(bars, result["positives"])):
+        ax_bar.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.02,
+                    f"{best[k]:.2f}\n{positives} pos.", ha="center", va="bottom", fontsize=7.5)
+    ax_bar.axhline(0.5, color="#2ca02c", lw=1, ls="--")
+    ax_bar.axhline(0.4, color="#ff7f0e", lw=1, ls=":")
+    ax_bar.text(len(best) - 0.5, 0.51, "positive ≥ 0.5", ha="right", va="bottom", fontsize=7, color="#2ca02c")
+    ax_bar.text(len(best) - 0.5, 0.39, "background < 0.4", ha="right", va="top", fontsize=7, color="#ff7f0e")
+    ax_bar.set_xticks(range(len(best)), list(level_names)[: len(best)])
+    ax_bar.set_ylim(0, 1.25)
+    ax_bar.set_ylabel("best IoU with an anchor of the level")
+    ax_bar.set_title(f"assigned to {level_names[result['level']]} (the best anchor overall)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def box_level_readout(result: dict[str, Any], size: float, aspect: float,
+                      level_names: Sequence[str] = PYRAMID_LEVEL_NAMES) -> str:
+    """One sentence: the box's size, its best IoU per level, where its positive anchors are."""
+    level = result["level"]
+    per_level = ", ".join(f"{name} {iou:.2f}" for name, iou in zip(level_names, result["best_iou"]))
+    with_positives = [f"{name} ({n})" for name, n in zip(level_names, result["positives"]) if n]
+    text = (f"<b>{size:.0f} px</b> object (h/w = {aspect:.2f}): best IoU per level {per_level}. "
+            f"Its best anchor is on <b>{level_names[level]}</b>")
+    if result["best_iou"][level] < 0.5:
+        text += " (below 0.5: a low-quality match, positive only because it is the box's best)"
+    text += ". Positive anchors: " + (", ".join(with_positives) if with_positives else "none") + "."
+    return f"<div>{text}</div>"
+
+
+def box_level_explorer(size: float = 64.0, aspect: float = 1.0, image_size: tuple[int, int] = (512, 512),
+                       **anchor_kwargs: Any) -> Explorer:
+    """Sliders for an object's size and aspect ratio: which pyramid level (and anchors) it is assigned to.
+
+    An :class:`~retina_edu.viz._explorer.Explorer` (CSS class ``box-level-explorer``) with controls
+    ``"size"`` (a logarithmic slider, description "size", CSS class ``box-size``, 8 to 512 px:
+    ``sqrt(w h)``) and ``"aspect"`` (logarithmic, description "h/w", CSS class ``box-aspect``, 1/4
+    to 4); its readout (CSS class ``box-level-readout``) is :func:`box_level_readout`, its picture
+    :func:`draw_box_levels`, and ``.result`` :func:`retina_edu.analysis.box_level_assignment`'s dict
+    for a box centred in the image.
+
+    Args:
+        size, aspect: the initial object.
+        image_size: the image, ``(H, W)``.
+        **anchor_kwargs: the anchors (``retina_edu.anchors.anchors_per_level``'s arguments; the paper's by default).
+
+    Returns:
+        The explorer (an ``ipywidgets.VBox``).
+    """
+    import ipywidgets as widgets
+    from matplotlib.figure import Figure
+
+    from ..analysis import box_level_assignment
+    from ._explorer import Explorer
+
+    size_slider = widgets.FloatLogSlider(value=size, base=2, min=3, max=9, step=0.125, description="size",
+                                         continuous_update=False, readout_format=".0f")
+    size_slider.add_class("box-size")
+    aspect_slider = widgets.FloatLogSlider(value=aspect, base=2, min=-2, max=2, step=0.25, description="h/w",
+                                           continuous_update=False, readout_format=".2f")
+    aspect_slider.add_class("box-aspect")
+    figure = Figure(figsize=(9, 3.6), dpi=80)
+
+    def draw(values: dict[str, Any]) -> dict[str, Any]:
+        result = box_level_assignment(float(values["size"]), float(values["aspect"]), image_size, **anchor_kwargs)
+        draw_box_levels(result, image_size, fig=figure)
+        return result
+
+    return Explorer({"size": size_slider, "aspect": aspect_slider}, draw, figure,
+                    readout=lambda result, values: box_level_readout(result, values["size"], values["aspect"]),
+                    css_class="box-level-explorer", readout_class="box-level-readout")
+
+
+def plot_architecture(shapes: dict[str, Any], title: str | None = None, fig: Figure | None = None) -> Figure:
+    """RetinaNet as boxes and arrows, labelled with tensor shapes measured by running the model.
+
+    Columns: the input; the backbone's C3-C5; the FPN's P3-P7; the class and box subnets' outputs
+    per level; and their outputs concatenated over the levels, one row per anchor.
+
+    Args:
+        shapes: :func:`retina_edu.analysis.network_shapes`'s dict.
+        title: optional title.
+        fig: a figure to draw on; ``None`` makes a new pyplot figure.
+
+    Returns:
+        The figure (one axes, its texts hold the shapes).
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    from ._common import new_figure
+
+    def fmt(shape: Sequence[int]) -> str:
+        return "×".join(str(s) for s in shape[1:])
+
+    fig = new_figure(fig, (11, 5.2))
+    ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 6)
+    ax.set_axis_off()
+    colors = {"input": "#f0f0f0", "C": "#fdd0a2", "P": "#c6dbef", "class": "#fcbba1", "box": "#c7e9c0"}
+
+    def node(x: float, y: float, text: str, color: str, w: float = 1.55, h: float = 0.62) -> tuple[float, float]:
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", facecolor=color,
+                                    edgecolor="0.35", lw=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
+        return x, y
+
+    def arrow(a: tuple[float, float], b: tuple[float, float], dx: float = 0.8, **kw: Any) -> None:
+        ax.add_patch(FancyArrowPatch((a[0] + dx, a[1]), (b[0] - dx, b[1]), arrowstyle="-|>", mutation_scale=8,
+                                     color="0.35", lw=0.8, **kw))
+
+    levels = len(shapes["P"])
+    ys = [1.0 + i * 1.0 for i in range(levels)]  # P3 at the bottom, as in the paper's Figure 3
+    inp = node(0.9, 2.0, f"image\n{fmt(shapes['input'])}", colors["input"])
+    c_nodes = [node(2.9, ys[i], f"C{i + 3}\n{fmt(s)}", colors["C"]) for i, s in enumerate(shapes["C"])]
+    p_nodes = [node(5.0, ys[i], f"P{i + 3}\n{fmt(s)}", colors["P"]) for i, s in enumerate(shapes["P"])]
+    cls_nodes = [node(7.1, ys[i] + 0.19, f"class {fmt(s)}", colors["class"], h=0.34) for i, s in
+                 enumerate(shapes["class_raw"])]
+    box_nodes = [node(7.1, ys[i] - 0.19, f"box {fmt(s)}", colors["box"], h=0.34) for i, s in
+                 enumerate(shapes["box_raw"])]
+    for c in c_nodes:
+        arrow(inp, c)
+    for i, p in enumerate(p_nodes):
+        source = c_nodes[i] if i < len(c_nodes) else (c_nodes[-1] if i == len(c_nodes) else p_nodes[i - 1])
+        if i < len(c_nodes):
+            arrow(source, p)
+        elif i == len(c_nodes):  # P6: a stride-2 conv on C5 (the paper; or on P5)
+            ax.add_patch(FancyArrowPatch((source[0] + 0.8, source[1] + 0.1), (p[0] - 0.8, p[1]), arrowstyle="-|>",
+                                         mutation_scale=8, color="0.35", lw=0.8, connectionstyle="arc3,rad=0.2"))
+        else:  # P7: a stride-2 conv on ReLU(P6)
+            ax.add_patch(FancyArrowPatch((source[0], source[1] + 0.31), (p[0], p[1] - 0.31), arrowstyle="-|>",
+                                         mutation_scale=8, color="0.35", lw=0.8))
+        arrow(p, cls_nodes[i], dx=0.78)
+        arrow(p, box_nodes[i], dx=0.78)
+    for i in range(len(c_nodes) - 1):  # the top-down path: upsample 2x and add to the lateral of the level below
+        upper, lower = p_nodes[i + 1], p_nodes[i]
+        ax.add_patch(FancyArrowPatch((upper[0] - 0.4, upper[1] - 0.31), (lower[0] - 0.4, lower[1] + 0.31),
+                                     arrowstyle="-|>", mutation_scale=8, color="#3182bd", lw=1.0))
+    ax.text(p_nodes[0][0] - 0.45, (ys[0] + ys[1]) / 2, "top-down\n2× up", ha="right", va="center", fontsize=6.5,
+            color="#3182bd")
+    out_cls = node(9.7, 3.7, f"class logits\n{fmt(shapes['class'])}", colors["class"], w=1.8)
+    out_box = node(9.7, 2.3, f"box deltas\n{fmt(shapes['box'])}", colors["box"], w=1.8)
+    for i in range(levels):
+        arrow(cls_nodes[i], out_cls, dx=0.8)
+        arrow(box_nodes[i], out_box, dx=0.8)
+    for x, text in ((0.9, "input"), (2.9, "backbone\n(ResNet)"), (5.0, "FPN"), (7.1, "subnets, per level\n(shared)"),
+                    (9.7, "all levels\nconcatenated")):
+        ax.text(x, 5.75, text, ha="center", va="top", fontsize=8.5, weight="bold")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

@@ -4,7 +4,8 @@ nbval runs the notebooks' code but renders nothing. Here each notebook is opened
 (``/lab/tree/<name>``), its outputs cleared (Edit > Clear Outputs of All Cells) and run with
 Run > Run All Cells on its own kernel ``retina-edu``; then the page is checked: every code cell ran,
 no cell shows an error, every figure is an image of real size, every widget rendered. In notebook 03
-the focal loss explorer's γ slider is moved with the keyboard and its readout and plot must follow.
+the focal loss explorer's γ and α sliders are moved with the keyboard and its readout and plot must follow
+(:func:`move_slider_and_check`, which ``test_widgets_in_browser.py`` uses for the other notebooks' explorers).
 
 Screenshots (the whole notebook, the widget before and after) and the server log land in
 ``tests/browser/artifacts/`` (git-ignored). ``docs/focal_loss_widget.png`` (the README's picture) is
@@ -20,10 +21,11 @@ import io
 import json
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -148,8 +150,12 @@ def screenshot_notebook(run: NotebookRun) -> list[Path]:
 
 
 @contextmanager
-def notebook_in_lab(page: Any, lab: Any, name: str) -> Iterator[NotebookRun]:
+def notebook_in_lab(
+    page: Any, lab: Any, name: str, run_all_timeout_ms: int = RUN_ALL_TIMEOUT_MS
+) -> Iterator[NotebookRun]:
     """Open ``name`` in JupyterLab on a fresh ``retina-edu`` kernel, clear its outputs, run all cells from the menu.
+
+    ``run_all_timeout_ms``: how long Run All may take (notebooks that train need more than the default).
 
     Yields once every cell has finished (no ``[*]`` left, kernel idle). On the way out, always: the
     notebook is screenshotted into ``artifacts/``, its kernel shut down, and the file on disk must be
@@ -188,12 +194,12 @@ def notebook_in_lab(page: Any, lab: Any, name: str) -> Iterator[NotebookRun]:
                         && kernel !== null && /\\| Idle$/.test(kernel.textContent);
                 }""",
                 arg=[CODE_PROMPTS, KERNEL_STATUS],
-                timeout=RUN_ALL_TIMEOUT_MS,
+                timeout=run_all_timeout_ms,
                 polling=500,
             )
         except Exception as error:  # playwright's TimeoutError
             running = [c for c in notebook_report(page, name)["cells"] if c["count"] is None]
-            pytest.fail(f"{name}: Run All did not finish within {RUN_ALL_TIMEOUT_MS / 1000:.0f} s "
+            pytest.fail(f"{name}: Run All did not finish within {run_all_timeout_ms / 1000:.0f} s "
                         f"({len(running)} code cells without a result, first: "
                         f"{describe(running[0]) if running else '-'}): {error}")
         run.times["run all"] = time.perf_counter() - run_start
@@ -276,75 +282,107 @@ def check_figures_and_widgets(run: NotebookRun) -> dict[str, int]:
     return {"figures": len(figures), "images": len(images), "widgets": stored["widgets"]}
 
 
-def check_gamma_slider(run: NotebookRun) -> None:
-    """Notebook 03's focal loss explorer: moving γ with the keyboard redraws the readout and the plot."""
+@dataclass
+class SliderMove:
+    """What :func:`move_slider_and_check` saw: the slider's value, the readout's text, the picture, before and after."""
+
+    value_before: str
+    value_after: str
+    text_before: str
+    text_after: str
+    pixels_before: bytes
+    pixels_after: bytes
+
+
+def move_slider_and_check(
+    run: NotebookRun,
+    label: str,
+    within: str | None = None,
+    keys: tuple[str, ...] = ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"),
+    screenshot: str | None = None,
+) -> SliderMove:
+    """Find the slider whose description is ``label``, move it with the keyboard, check its explorer followed.
+
+    The slider's explorer is its nearest enclosing ``VBox`` (controls, an HTML readout, an image:
+    ``retina_edu.viz._explorer``). After the key presses the slider's value must change, then the
+    readout's text and the picture (a new image, different pixels); the last redraw is waited for
+    (the picture unchanged for a second). ``within``: a CSS selector that narrows the search (two
+    explorers may both have a "γ"). ``screenshot``: an artifact suffix for the explorer before and
+    after (``-<screenshot>.png``, ``-<screenshot>-moved.png``).
+    """
     page = run.page
-    explorer = page.locator(".focal-loss-explorer")
-    assert explorer.count() == 1, f"expected one focal loss explorer, found {explorer.count()}"
-    slider = explorer.locator(".focal-gamma")
+    scope = page.locator(within) if within else page.locator(".jp-Notebook")
+    sliders = scope.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+    assert sliders.count() == 1, f"{run.name}: expected one slider labelled {label!r}, found {sliders.count()}"
+    slider = sliders.first
+    explorer = slider.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' widget-vbox ')][1]")
     value = slider.locator(".widget-readout")
-    readout = explorer.locator(".focal-readout")
-    image = explorer.locator("img")
+    readout = explorer.locator(".widget-html").first
+    image = explorer.locator("img").first
     explorer.scroll_into_view_if_needed()
-    assert slider.is_visible(), "the γ slider (.focal-gamma) is not visible"
-    assert readout.is_visible(), "the readout (.focal-readout) is not visible"
-
-    def wait_settled(old_src: str | None = None) -> None:
-        # The widget shows one state: the readout names the slider's value and the plot is a loaded
-        # image (a new one when old_src is given).
-        page.wait_for_function(
-            """(oldSrc) => {
-                const box = document.querySelector('.focal-loss-explorer');
-                const value = box.querySelector('.focal-gamma .widget-readout').textContent.trim();
-                const text = box.querySelector('.focal-readout').textContent;
-                const img = box.querySelector('img');
-                return value !== '' && text.includes('γ = ' + value) && img !== null && img.complete
-                    && img.naturalWidth > 100 && (oldSrc === null || img.src !== oldSrc);
-            }""",
-            arg=old_src,
-            timeout=WIDGET_TIMEOUT_MS,
-        )
-
-    wait_settled()
-    gamma_before = value.text_content().strip()
-    text_before, src_before = readout.text_content(), image.get_attribute("src")
-    explorer.screenshot(path=run.artifact("-widget.png"))
+    assert slider.is_visible() and readout.is_visible(), f"{run.name}: the {label!r} slider or its readout is hidden"
+    image.wait_for(timeout=WIDGET_TIMEOUT_MS)
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 100", arg=image.element_handle(),
+                           timeout=WIDGET_TIMEOUT_MS)
+    value_before, text_before = value.text_content().strip(), readout.text_content()
+    src_before = image.get_attribute("src")
+    if screenshot:
+        explorer.screenshot(path=run.artifact(f"-{screenshot}.png"))
     pixels_before = image.screenshot()
 
     handle = slider.locator(".noUi-handle")
     handle.focus()
-    for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"):
+    for key in keys:
         handle.press(key)
-    page.wait_for_function(
-        "([el, before]) => document.querySelector(el).textContent.trim() !== before",
-        arg=[".focal-loss-explorer .focal-gamma .widget-readout", gamma_before], timeout=10_000)
-    gamma_after = value.text_content().strip()
-    try:
-        wait_settled(src_before)
-    except Exception:
-        explorer.screenshot(path=run.artifact("-widget-moved.png"))
-        pytest.fail(
-            f"the γ slider moved from {gamma_before} to {gamma_after}, but the widget did not follow within "
-            f"{WIDGET_TIMEOUT_MS / 1000:.0f} s: readout {readout.text_content()!r} "
-            f"(before: {text_before!r}); plot {'unchanged' if image.get_attribute('src') == src_before else 'changed'}")
-    # One redraw per key press: wait for the last one (the plot unchanged for a second).
     deadline = time.perf_counter() + WIDGET_TIMEOUT_MS / 1000
-    src = image.get_attribute("src")
-    while True:
-        page.wait_for_timeout(1000)
-        wait_settled()
-        src, previous = image.get_attribute("src"), src
-        if src == previous or time.perf_counter() > deadline:
+    while value.text_content().strip() == value_before and time.perf_counter() < deadline:
+        page.wait_for_timeout(200)
+    value_after = value.text_content().strip()
+    assert value_after != value_before, f"{run.name}: the {label!r} slider did not move ({value_before})"
+    # Wait for the explorer to follow (a new picture and a new readout), then for the last redraw.
+    while time.perf_counter() < deadline and (image.get_attribute("src") == src_before
+                                              or readout.text_content() == text_before):
+        page.wait_for_timeout(250)
+    # One redraw per key press, each a second or more on a busy machine: wait until neither the
+    # picture nor the readout has changed for two seconds.
+    state = (image.get_attribute("src"), readout.text_content())
+    while time.perf_counter() < deadline:
+        page.wait_for_timeout(2000)
+        state, previous = (image.get_attribute("src"), readout.text_content()), state
+        if state == previous:
             break
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 100", arg=image.element_handle(),
+                           timeout=WIDGET_TIMEOUT_MS)
     text_after = readout.text_content()
-    explorer.screenshot(path=run.artifact("-widget-moved.png"))
+    if screenshot:
+        explorer.screenshot(path=run.artifact(f"-{screenshot}-moved.png"))
     pixels_after = image.screenshot()
+    assert text_after != text_before, (
+        f"{run.name}: moving {label!r} {value_before} -> {value_after} left the readout as is: {text_after!r}")
+    assert images_differ(pixels_before, pixels_after), f"{run.name}: the picture looks the same after moving {label!r}"
+    print(f"{run.name}: {label} {value_before} -> {value_after}: readout {text_before[:60]!r} -> {text_after[:60]!r}")
+    return SliderMove(value_before, value_after, text_before, text_after, pixels_before, pixels_after)
 
-    assert gamma_before != gamma_after
-    assert text_after != text_before, f"readout unchanged: {text_after!r}"
-    assert f"γ = {gamma_after}" in text_after, f"readout {text_after!r} does not name γ = {gamma_after}"
-    assert images_differ(pixels_before, pixels_after), "the plot looks the same after moving γ"
-    print(f"γ {gamma_before} -> {gamma_after}: readout {text_before[:60]!r} -> {text_after[:60]!r}")
+
+def check_gamma_slider(run: NotebookRun) -> None:
+    """Notebook 03's focal loss explorer: moving γ with the keyboard redraws the readout and the plot."""
+    explorer = run.page.locator(".focal-loss-explorer")
+    assert explorer.count() == 1, f"expected one focal loss explorer, found {explorer.count()}"
+    move = move_slider_and_check(run, "γ", within=".focal-loss-explorer", screenshot="widget")
+    assert f"γ = {move.value_after}" in move.text_after, (
+        f"readout {move.text_after!r} does not name γ = {move.value_after}")
+
+
+def check_alpha_slider(run: NotebookRun) -> None:
+    """Notebook 03's focal loss explorer: α moves the negatives' weight 1 − α, in the readout and the plot."""
+    move = move_slider_and_check(run, "α", within=".focal-loss-explorer", keys=("ArrowLeft", "ArrowLeft"),
+                                 screenshot="widget-alpha")
+    alpha = float(move.value_after)
+    assert f"α = {alpha:.2f}" in move.text_after, f"readout {move.text_after!r} does not name α = {alpha:.2f}"
+    # the negatives' weight is what the learner must see change (the dashed curve)
+    assert f"a negative's by {1 - alpha:.2f}" in move.text_after, move.text_after
+    assert f"a negative's by {1 - float(move.value_before):.2f}" in move.text_before, move.text_before
 
 
 def images_differ(png_a: bytes, png_b: bytes) -> bool:
@@ -371,3 +409,4 @@ def test_focal_loss_notebook_and_gamma_slider(page: Any, jupyter_lab: Any) -> No
         seen = check_figures_and_widgets(run)
         print(f"03_focal_loss.ipynb: {seen}")
         check_gamma_slider(run)
+        check_alpha_slider(run)
