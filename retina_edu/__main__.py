@@ -5,16 +5,22 @@ Commands live in :data:`COMMANDS`, a dict of name -> :class:`Command`. To add on
 
     COMMANDS["train"] = Command("train a RetinaNet", add_train_arguments, run_train)
 
-Errors a user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``) are printed as
-``error: <message>`` on stderr with exit code 2, without a traceback.
+Exit codes: 0 done; 2 a wrong argument (checked when parsed, before anything runs: one line on
+stderr saying what is allowed); 1 an error the user can fix (a missing file, bad data, an unsafe
+checkpoint, a folder that cannot be written, a full disk: ``error: <message>`` on stderr, one line);
+3 the training loss diverged; 130 interrupted (Ctrl-C; ``train`` saves and says how to resume).
+No traceback is shown for these; ``--debug`` (or ``RETINA_EDU_DEBUG=1``) shows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 
@@ -26,8 +32,18 @@ class Command(NamedTuple):
     run: Callable[[argparse.Namespace], int]
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
-"""Exceptions that mean "the input was wrong": reported in one line, exit code 2."""
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+r"""Exceptions that mean "the input or the environment was wrong" (``FileNotFoundError``,
+``FileExistsError``, a failed write are ``OSError``\s): reported in one line, exit code 1."""
+
+USER_ERROR_EXIT, USAGE_EXIT, INTERRUPTED_EXIT = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``error: argument --epochs: ...``)."""
+
+    def error(self, message: str):
+        self.exit(USAGE_EXIT, f"error: {message} (see: {self.prog} --help)\n")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -39,13 +55,13 @@ def add_shapes_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m retina_edu shapes``."""
     parser.add_argument("--out", default="data/shapes",
                         help="output folder; gets train/ and val/ (default: %(default)s)")
-    parser.add_argument("--train", type=int, default=2000, help="training images (default: %(default)s)")
-    parser.add_argument("--val", type=int, default=500, help="validation images (default: %(default)s)")
+    parser.add_argument("--train", type=positive_int, default=2000, help="training images (default: %(default)s)")
+    parser.add_argument("--val", type=non_negative_int, default=500, help="validation images (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=256,
                         help="square image size in pixels (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train split; val uses seed + 1 (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate splits that already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -65,6 +81,87 @@ def run_shapes(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# Argument types: each checks one argument when it is parsed, so that a wrong value stops the
+# command before anything runs or is written (argparse reports it in one line, exit code 2).
+# --------------------------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (epochs, batch size, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (workers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed numpy accepts: a whole number in [0, 2**32 - 1]."""
+    value = non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number in [0, {2**32 - 1}], got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def score_threshold(text: str) -> float:
+    """A detection score in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a score in [0, 1], got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, available on this machine."""
+    import torch
+
+    allowed = "choose cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: {allowed}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine: use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                             f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: MPS (Apple GPU) is not available here: use --device cpu")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}: {allowed}")
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
 # train / evaluate / detect
 # --------------------------------------------------------------------------------------------------
 
@@ -76,56 +173,65 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder: last.pt (checkpoint) and history.json go there")
     parser.add_argument("--preset", choices=("cpu", "gpu"), default=None,
                         help="default: chosen from the hardware (gpu when CUDA is available)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step per process")
-    parser.add_argument("--lr", type=float, default=None, help="base learning rate per 16 images (scaled with the batch)")
-    parser.add_argument("--workers", type=int, default=None, help="data loading processes")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="images per step per process")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="base learning rate per 16 images (scaled with the batch)")
+    parser.add_argument("--workers", type=non_negative_int, default=None, help="data loading processes")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                        help="write OUT/last.pt every N steps (default: the preset's); Ctrl-C also writes it")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=seed_int, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train, checkpointing into ``--out``; exit 3 when the loss diverged."""
     from dataclasses import replace
     from pathlib import Path
 
     from retina_edu.data import open_dataset
-    from retina_edu.train import CHECKPOINT_NAME, choose_preset, train
+    from retina_edu.device import is_main_process
+    from retina_edu.train import CHECKPOINT_NAME, TrainingDiverged, check_output_folder, choose_preset, train
 
-    train_data = open_dataset(args.data)
-    val_data = open_dataset(args.val) if args.val else None
-    preset, reason = choose_preset(args.preset, args.device)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("base_lr", args.lr),
-                                   ("num_workers", args.workers), ("seed", args.seed)) if v is not None}
-    preset = replace(preset, **overrides)
     out = Path(args.out)
     if (out / CHECKPOINT_NAME).exists() and not args.resume:
         raise FileExistsError(f"{out / CHECKPOINT_NAME} exists: pass --resume to continue it, or choose another --out")
-    rank0 = int(__import__("os").environ.get("RANK", "0")) == 0
-    if rank0 and not args.quiet:
-        print(f"preset {preset.name!r}: {reason}; {len(train_data)} training images, classes {train_data.classes}")
-    from retina_edu.train import TrainingDiverged
-
+    train_data = open_dataset(args.data)
+    val_data = open_dataset(args.val) if args.val else None  # opened (and so checked) before any training
+    preset, reason = choose_preset(args.preset, args.device)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("base_lr", args.lr),
+                                   ("num_workers", args.workers), ("seed", args.seed),
+                                   ("checkpoint_every", args.checkpoint_every)) if v is not None}
+    preset = replace(preset, **overrides)
+    main_process = is_main_process()
+    if main_process:
+        check_output_folder(out)
+        if not args.quiet:
+            print(f"preset {preset.name!r}: {reason}; {len(train_data)} training images, classes {train_data.classes}")
     try:
         result = train(preset, train_data, val_data, out_dir=out, resume=args.resume, device=args.device,
                        progress=not args.quiet)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    if rank0:
+    if main_process:
         last = result.history["train"][-1] if result.history["train"] else {}
-        print(f"trained {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.4f}; checkpoint {result.checkpoint}")
+        print(f"trained {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.4f}; "
+              f"checkpoint {result.checkpoint}")
         if result.metrics is not None:
             print(result.metrics)
     return 0
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m retina_edu evaluate``."""
     parser.add_argument("--checkpoint", required=True, help="a checkpoint (last.pt) or its run folder")
     parser.add_argument("--data", required=True, help="folder to evaluate on: COCO or VOC")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--device", type=device_name, default=None)
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -143,6 +249,7 @@ def _checked_model(checkpoint: str, classes: list[str] | None, device: str | Non
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Print the COCO metrics of ``--checkpoint`` on ``--data``."""
     from retina_edu.data import open_dataset
     from retina_edu.evaluate import coco_map
 
@@ -154,16 +261,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m retina_edu detect``."""
     parser.add_argument("--checkpoint", required=True, help="a checkpoint (last.pt) or its run folder")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", default="runs/detect", help="folder for the drawn images (default: %(default)s)")
-    parser.add_argument("--score", type=float, default=0.3, help="draw detections above this score (default: %(default)s)")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--score", type=score_threshold, default=0.3,
+                        help="draw detections scoring at least this, in [0, 1] (default: %(default)s)")
+    parser.add_argument("--device", type=device_name, default=None)
+
+
+def detection_file_names(images: Sequence[str | Path]) -> list[str]:
+    """``<stem>_detections.png`` for each image, made unique: ``a/x.png`` and ``b/x.png`` give
+    ``x_detections.png`` and ``x_2_detections.png`` (the second must not overwrite the first)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for image in images:
+        stem = Path(image).stem
+        name, k = f"{stem}_detections.png", 1
+        while name in taken:
+            k += 1
+            name = f"{stem}_{k}_detections.png"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    """Draw the detections of ``--checkpoint`` on each image into ``--out``; print them as a table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,15 +295,17 @@ def run_detect(args: argparse.Namespace) -> int:
     import torch
 
     from retina_edu.data import load_image
+    from retina_edu.train import check_output_folder
     from retina_edu.viz import show_detections
 
+    paths = [Path(name) for name in args.images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:  # before anything is loaded or written
+        more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+        raise FileNotFoundError(f"{missing[0]}: no such image{more}")
     model, names, device = _checked_model(args.checkpoint, None, args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in args.images:
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such image")
+    out = check_output_folder(args.out)
+    for path, file_name in zip(paths, detection_file_names(paths), strict=True):
         image = load_image(path)
         with torch.no_grad():
             (det,) = model([image.to(device)])
@@ -188,10 +314,15 @@ def run_detect(args: argparse.Namespace) -> int:
         fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
         show_detections(image, {k: v[keep] for k, v in det.items()}, names, ax=ax,
                         title=f"{path.name}: {int(keep.sum())} detections >= {args.score}")
-        target = out / f"{path.stem}_detections.png"
-        fig.savefig(target, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        for box, score, label in zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep].tolist()):
+        target = out / file_name
+        try:
+            fig.savefig(target, dpi=100, bbox_inches="tight")
+        except OSError as err:
+            raise OSError(f"cannot write {target}: {err.strerror or err}") from err
+        finally:
+            plt.close(fig)
+        rows = zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep].tolist(), strict=True)
+        for box, score, label in rows:
             print(f"{path.name}\t{names[label]}\t{score:.3f}\t" + " ".join(f"{v:.1f}" for v in box))
         print(f"wrote {target}")
     return 0
@@ -210,12 +341,20 @@ COMMANDS: dict[str, Command] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per entry of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(prog="python -m retina_edu",
-                                     description="RetinaNet, built piece by piece: data, training, evaluation.")
+    parser = _Parser(prog="python -m retina_edu",
+                     description="RetinaNet, built piece by piece: data, training, evaluation.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of errors (also: RETINA_EDU_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
     return parser
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (some libraries' messages span several)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,19 +362,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
-        return e.code if isinstance(e.code, int) else 2
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return e.code if isinstance(e.code, int) else USAGE_EXIT
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return USAGE_EXIT
+    debug = args.debug or os.environ.get("RETINA_EDU_DEBUG", "") not in ("", "0")
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        print(_one_line(e) if str(e) else "interrupted", file=sys.stderr)  # train's message says what was saved
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -5,48 +5,95 @@ The loop is the one you would write by hand (``train_step`` below fits on a scre
     images, targets -> model(images, targets) -> {"classification", "bbox_regression"}
     loss = sum -> backward -> clip gradients -> optimizer step -> learning-rate step
 
+``train`` reads as its steps: check the data and the output folder, build the model, optimizer
+and schedule (a ``_TrainState``), ``_resume`` from a checkpoint if asked, ``_run_epoch`` until the
+last step (``_record_step`` after each, a checkpoint every ``checkpoint_every`` steps), then
+``_finish``: save, and only then validate.
+
 Around it: a preset (``Preset.cpu()`` / ``Preset.gpu()``), the paper's SGD (momentum 0.9,
 weight decay 1e-4, lr 0.01 per 16 images, scaled with the batch) or AdamW, a linear warmup then
-cosine or step decay, mixed precision on CUDA, a progress bar, a NaN guard, atomic checkpoints
-that resume to the same weights, and DistributedDataParallel when started by ``torchrun``.
+cosine or step decay, mixed precision on CUDA, a progress bar, a NaN guard that never saves broken
+weights, atomic checkpoints that resume to the same weights (also after Ctrl-C) and open without
+running any code (``weights_only=True``), and DistributedDataParallel when started by ``torchrun``
+(the device helpers live in :mod:`retina_edu.device`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import math
-import os
+import pickle
 import random
+import signal
+import tempfile
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from .files import save_torch_atomic, write_json_atomic
+from .device import (
+    average_buffers,
+    cpu_bf16_speedup,
+    cpu_has_native_bf16,
+    default_device,
+    dist_is_on,
+    is_main_process,
+    mixed_precision_dtype,
+    setup_distributed,
+)
+from .files import write_atomic, write_json_atomic
 from .model import RetinaNet, RetinaNetConfig
+
+if TYPE_CHECKING:
+    from .evaluate import EvalResult
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "OutputError",
     "Preset",
-    "TrainingDiverged",
     "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "check_output_folder",
     "choose_preset",
+    "data_fingerprint",
+    "find_checkpoint",
     "load_checkpoint",
     "load_model",
     "save_checkpoint",
     "train",
     "train_step",
+    # moved to retina_edu.device, re-exported here (notebooks and ablations import them from train)
+    "average_buffers",
+    "cpu_bf16_speedup",
+    "cpu_has_native_bf16",
+    "default_device",
+    "dist_is_on",
+    "is_main_process",
+    "mixed_precision_dtype",
+    "setup_distributed",
 ]
 
 CHECKPOINT_NAME = "last.pt"
 CHECKPOINT_FORMAT = "retina-edu-checkpoint-v1"
+HISTORY_NAME = "history.json"
 PAPER_LR_PER_16_IMAGES = 0.01  # SGD, section 4 "Optimization"
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine", "constant")
+# Settings a resumed run may change: they do not alter the weights a step computes.
+RESUMABLE_CHANGES = ("epochs", "num_workers", "checkpoint_every", "eval_every")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +140,32 @@ class Preset:
     checkpoint_every: int = 500  # steps
     seed: int = 0
     model_overrides: dict = field(default_factory=dict)  # any other RetinaNetConfig field
+
+    def __post_init__(self) -> None:
+        """Check every training setting here, so a typo fails when the preset is made, not mid-run."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Preset.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Preset.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 1), ("warmup_steps", 0),
+                          ("num_workers", 0), ("eval_every", 0), ("checkpoint_every", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+                raise ValueError(f"Preset.{name} must be a whole number >= {low}, got {value!r}")
+        _check_number("base_lr", self.base_lr, low=0.0, low_open=True)
+        _check_number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        _check_number("weight_decay", self.weight_decay, low=0.0)
+        _check_number("gamma", self.gamma, low=0.0)
+        _check_number("prior_probability", self.prior_probability, low=0.0, high=1.0, low_open=True, high_open=True)
+        if self.grad_clip is not None:
+            _check_number("grad_clip", self.grad_clip, low=0.0, low_open=True, none="None (no clipping)")
+        if self.alpha is not None:
+            _check_number("alpha", self.alpha, low=0.0, high=1.0, none="None (no weighting)")
+        model_fields = {f.name for f in fields(RetinaNetConfig)} - {"num_classes"}
+        unknown = sorted(set(self.model_overrides) - model_fields)
+        if unknown:
+            raise ValueError(f"Preset.model_overrides: {unknown} are not RetinaNetConfig fields "
+                             f"(choose from {sorted(model_fields)})")
 
     @classmethod
     def cpu(cls, **overrides) -> Preset:
@@ -159,31 +232,40 @@ class Preset:
         return self.base_lr * self.batch_size * num_processes / 16
 
     def model_config(self, num_classes: int) -> RetinaNetConfig:
-        kwargs = dict(
-            num_classes=num_classes,
-            backbone=self.backbone,
-            pretrained_backbone=self.pretrained_backbone,
-            fpn_channels=self.fpn_channels,
-            head_convs=self.head_convs,
-            head_norm=self.head_norm,
-            anchor_sizes=tuple(self.anchor_sizes),
-            resize=True,
-            min_size=self.image_size,
-            max_size=self.image_size,
-            gamma=self.gamma,
-            alpha=self.alpha,
-            prior_probability=self.prior_probability,
-        )
+        """The model these settings describe, for ``num_classes`` classes.
+
+        Fields named as in :class:`RetinaNetConfig` (backbone, fpn_channels, head_convs, head_norm,
+        anchor_sizes, gamma, alpha, prior_probability, ...) are passed on as they are; ``image_size``
+        becomes a square resize; ``model_overrides`` sets any other field.
+        """
+        shared = {f.name for f in fields(RetinaNetConfig)} & {f.name for f in fields(Preset)}
+        kwargs: dict[str, Any] = {name: getattr(self, name) for name in shared}
+        kwargs.update(num_classes=num_classes, anchor_sizes=tuple(self.anchor_sizes), resize=True,
+                      min_size=self.image_size, max_size=self.image_size)
         kwargs.update(self.model_overrides)
         return RetinaNetConfig(**kwargs)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data (what a checkpoint records)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Preset:
+    def from_dict(cls, d: dict[str, Any]) -> Preset:
+        """The preset ``to_dict`` wrote (keys of older versions that no longer exist are ignored)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _check_number(name: str, value: Any, low: float, high: float | None = None, low_open: bool = False,
+                  high_open: bool = False, none: str = "") -> None:
+    """Raise ValueError unless ``value`` is a finite number in the range (``Preset.<name>``)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        left, right = "(" if low_open else "[", ")" if high_open or high is None else "]"
+        allowed = f"a number in {left}{low:g}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ValueError(f"Preset.{name} must be {allowed}{f' or {none}' if none else ''}, got {value!r}")
 
 
 def choose_preset(name: str | None = None, device: torch.device | str | None = None) -> tuple[Preset, str]:
@@ -195,34 +277,10 @@ def choose_preset(name: str | None = None, device: torch.device | str | None = N
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         gpu_name = torch.cuda.get_device_name(device)
-        return Preset.gpu(), f"a CUDA GPU is available ({gpu_name}): the paper's ResNet-50-FPN architecture, adapted to the shapes data"
+        return Preset.gpu(), (f"a CUDA GPU is available ({gpu_name}): the paper's ResNet-50-FPN architecture, "
+                              f"adapted to the shapes data")
     threads = torch.get_num_threads()
     return Preset.cpu(), f"no GPU found: the small CPU preset, sized for {threads} CPU threads"
-
-
-def default_device() -> torch.device:
-    if dist_is_on() and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# Several processes (torchrun)
-# ---------------------------------------------------------------------------------------------
-def dist_is_on() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _setup_distributed(device: torch.device) -> tuple[int, int]:
-    """Join the process group torchrun describes in the environment; return ``(rank, world)``."""
-    if not dist_is_on():
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +292,8 @@ class _EpochSampler(Sampler):
     ``start`` skips the samples a resumed run has already seen this epoch."""
 
     def __init__(self, dataset: Dataset, rank: int, world: int, seed: int, hflip: bool):
-        self.base = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.base = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                       drop_last=False)
         self.n, self.seed, self.hflip, self.start = len(dataset), seed, hflip, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -268,7 +327,8 @@ class _TrainView(Dataset):
             width = image.shape[-1]
             image = image.flip(-1)
             boxes = target["boxes"]
-            target = dict(target, boxes=torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1))
+            flipped = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+            target = dict(target, boxes=flipped)
         return image, target, index
 
 
@@ -284,7 +344,30 @@ def _collate(batch):
 
 def _non_finite_images(images: Tensor | list[Tensor], indices: list[int]) -> list[int]:
     """The dataset indices of the images in a batch that hold a NaN or infinite pixel."""
-    return sorted(i for image, i in zip(images, indices) if not bool(torch.isfinite(image).all()))
+    return sorted(i for image, i in zip(images, indices, strict=True) if not bool(torch.isfinite(image).all()))
+
+
+def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a training set: ``{"num_images": N, "sha256": hex}``.
+
+    The hash covers each image's file name, boxes and labels, in dataset order (read from the
+    annotations, not the pixels, so it takes a moment even for COCO). A checkpoint records it, and
+    resuming on other data with the same class names is refused. Datasets without
+    ``image_path``/``get_target`` (e.g. your own) are identified by their size only.
+    """
+    base, indices = dataset, range(len(dataset))
+    if isinstance(dataset, Subset):
+        base, indices = dataset.dataset, dataset.indices
+    fingerprint: dict[str, Any] = {"num_images": len(dataset)}
+    if hasattr(base, "image_path") and hasattr(base, "get_target"):
+        h = hashlib.sha256()
+        for i in indices:
+            target = base.get_target(i)
+            h.update(Path(base.image_path(i)).name.encode() + b"\0")
+            h.update(np.asarray(target["boxes"], dtype=np.float32).tobytes())
+            h.update(np.asarray(target["labels"], dtype=np.int64).tobytes())
+        fingerprint["sha256"] = h.hexdigest()
+    return fingerprint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +376,7 @@ def _non_finite_images(images: Tensor | list[Tensor], indices: list[int]) -> lis
 def make_optimizer(model: nn.Module, preset: Preset, lr: float) -> torch.optim.Optimizer:
     """SGD (momentum, weight decay) or AdamW; no weight decay on norms and biases."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -325,29 +408,94 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints and the run folder
 # ---------------------------------------------------------------------------------------------
+class OutputError(OSError):
+    """A file of the run could not be written; the message names the path and the reason."""
+
+
 def _unwrap(model: nn.Module) -> RetinaNet:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def check_output_folder(folder: str | Path) -> Path:
+    """Make ``folder`` if needed and check that files can be written in it, before any training.
+
+    Raises:
+        OutputError: ``folder`` is a file, lies below a file, is read-only, ... (the message says which).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder: choose a folder for the run (out_dir / --out)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot write the run there ({err.strerror or err}): "
+                          f"choose another folder (out_dir / --out)") from err
+    return folder
+
+
+def _write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(path)``, with a failure (disk full, permissions) said in one line naming the path."""
+    try:
+        write(path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+    return path
+
+
+def find_checkpoint(out_dir: str | Path | None) -> Path | None:
+    """``out_dir/last.pt`` if a run left one there, else None (what ``resume=True`` continues)."""
+    if out_dir is None:
+        return None
+    path = Path(out_dir) / CHECKPOINT_NAME
+    return path if path.is_file() else None
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file beside ``path``, then rename it into
-    place: a crash or Ctrl-C never leaves a half-written checkpoint, and the previous one stays."""
-    return save_torch_atomic(path, state)
+    place: a crash or Ctrl-C never leaves a half-written checkpoint, and the previous one stays.
+
+    The state is serialised in memory first, so that a write that fails (a full disk) fails as an
+    ``OSError`` with its reason instead of torch's "unexpected pos" message.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getbuffer()
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _legacy_numpy_globals() -> list[Any]:
+    """What unpickling a numpy array needs: the RNG state of checkpoints written before the state was
+    stored as tensors. Array construction only; it cannot call anything else."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    return [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``train``; clear errors for a missing or foreign file."""
+    """Read a checkpoint written by ``train``; clear errors for a missing, foreign or unsafe file.
+
+    Opened with ``torch.load(weights_only=True)``: only tensors and plain data (numbers, strings,
+    lists, dicts) are read. A file that holds other Python objects (which unpickling could run)
+    is refused, and nothing in it runs.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint there (train with --out DIR writes DIR/{CHECKPOINT_NAME})")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err).lower():
+            raise ValueError(f"{path}: refused: the file holds Python objects other than tensors and plain data, "
+                             f"which could run code when opened (nothing in it was run); only open "
+                             f"checkpoints written by retina-edu") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a readable checkpoint ({first_line})") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a retina-edu checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
     return state
@@ -362,34 +510,128 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Re
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random generator's state as tensors and plain lists (``weights_only`` can read them)."""
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    numpy_state, python_state = state["numpy"], state["python"]
+    if isinstance(numpy_state, dict):
+        keys = numpy_state["keys"].cpu().numpy().astype(np.uint32)
+        numpy_state = ("MT19937", keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)  # a tuple in checkpoints written before the states were tensors
+    if isinstance(python_state, dict):
+        python_state = (python_state["version"], tuple(python_state["internal"]), python_state["gauss_next"])
+    random.setstate(python_state)
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding a NaN or infinite value."""
+    return [name for name, t in model.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says where and what to try."""
+    """The loss or the weights became NaN or infinite; the message says where, which checkpoint is
+    good, and what to try."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a Jupyter interrupt) stopped training between two steps; the message says what was
+    saved and how to continue. A ``KeyboardInterrupt``, so code that catches that still does."""
 
 
 @dataclass
 class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        model: the trained model (unwrapped from DDP), in eval mode.
+        history: ``{"train": [one record per step], "eval": [one record per evaluation]}``.
+        checkpoint: the ``last.pt`` written, or None without ``out_dir``.
+        metrics: the last COCO evaluation on ``val_data``, or None.
+        preset: the settings of the run.
+    """
+
     model: RetinaNet
     history: dict[str, list[dict[str, float]]]
     checkpoint: Path | None
-    metrics: Any = None  # an EvalResult when val data was given
+    metrics: EvalResult | None = None
     preset: Preset | None = None
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed during a run: the settings, its size in steps, and where things go."""
+
+    preset: Preset
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int
+    world: int
+    batch_size: int  # per process
+    steps_per_epoch: int
+    total_steps: int  # what the schedule spans
+    last_step: int  # where this call stops (``max_steps``)
+    out_dir: Path | None
+    callbacks: tuple[Callable[[str, dict], None], ...]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+
+@dataclass
+class _TrainState:
+    """What a step changes and a checkpoint holds: weights, optimiser, schedule, step, history.
+
+    ``record`` is what the checkpoint says about the run besides (format, config, preset, class
+    names, data fingerprint); ``last_good`` is the newest checkpoint known to hold finite weights;
+    ``in_step`` is True while an optimiser step is half done (a checkpoint then would not resume).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    record: dict[str, Any]
+    step: int = 0
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"train": [], "eval": []})
+    last_good: Path | None = None
+    in_step: bool = False
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (the random generators included), as plain data."""
+        return {
+            **self.record,
+            "model": _unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "rng": _rng_state(),
+            "history": self.history,
+        }
 
 
 def _to_device(images, targets, device, channels_last):
@@ -403,10 +645,30 @@ def _to_device(images, targets, device, channels_last):
     return images, targets
 
 
-def train_step(model, images, targets, optimizer, scaler, amp_dtype, grad_clip) -> dict[str, Tensor]:
+def train_step(
+    model: nn.Module,
+    images: Tensor | list[Tensor],
+    targets: list[dict[str, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None,
+    grad_clip: float | None,
+) -> dict[str, Tensor]:
     """One optimisation step: forward (under autocast when ``amp_dtype`` is set), backward, clip, step.
 
-    Returns the detached losses; checks nothing (``train`` does).
+    Args:
+        model: a model in train mode that returns ``{"classification", "bbox_regression"}`` losses
+            when called as ``model(images, targets)`` (torchvision's convention).
+        images: ``Tensor[B, 3, H, W]`` in [0, 1], or a list of ``Tensor[3, H, W]``, on the model's device.
+        targets: one ``{"boxes": Tensor[N, 4] xyxy pixels, "labels": Tensor[N] int64}`` per image.
+        optimizer: steps the model's parameters.
+        scaler: a ``GradScaler`` (enabled only for float16; a no-op otherwise).
+        amp_dtype: ``torch.bfloat16`` / ``torch.float16`` for mixed precision, None for float32.
+        grad_clip: the maximum gradient norm, or None / 0 for no clipping.
+
+    Returns:
+        ``{"loss", "classification", "bbox_regression"}``: detached scalar tensors. Checks nothing
+        (``train`` does).
     """
     device_type = (images if isinstance(images, Tensor) else images[0]).device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
@@ -422,58 +684,33 @@ def train_step(model, images, targets, optimizer, scaler, amp_dtype, grad_clip) 
     return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
 
 
-_CPU_BF16_SPEEDUP: float | None = None
+class _StopOnInterrupt:
+    """While active, Ctrl-C only asks the loop to stop after the step it is in (a checkpoint taken
+    mid-step would not resume exactly); a second Ctrl-C interrupts at once. Only the main thread
+    can catch signals: elsewhere Ctrl-C keeps its usual effect."""
 
+    def __enter__(self) -> _StopOnInterrupt:
+        self.requested, self._previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
 
-def cpu_bf16_speedup() -> float:
-    """How much faster a conv forward+backward runs under bfloat16 autocast than in float32 on
-    this CPU (measured once, ~1 s). CPUs with native bfloat16 (AVX512-BF16, AMX) gain 2x or more;
-    older ones lose, so mixed precision on the CPU is only used where it is measured to help."""
-    global _CPU_BF16_SPEEDUP
-    if _CPU_BF16_SPEEDUP is None:
-        conv = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1))
-        x = torch.randn(8, 64, 32, 32)
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
-        def best_of(bf16: bool) -> float:
-            times = []
-            for _ in range(4):
-                start = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    y = conv(x)
-                y.float().sum().backward()
-                times.append(time.perf_counter() - start)
-            return min(times[1:])
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
-        try:
-            _CPU_BF16_SPEEDUP = best_of(False) / best_of(True)
-        except RuntimeError:  # no bfloat16 kernels at all
-            _CPU_BF16_SPEEDUP = 0.0
-    return _CPU_BF16_SPEEDUP
-
-
-def mixed_precision_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bfloat16 on GPUs that support it (else float16), bfloat16
-    on CPUs that compute it natively, otherwise None (float32)."""
-    if not enabled:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, read from /proc/cpuinfo).
-
-    A flag rather than a timing, so that the same machine always makes the same choice (and the
-    same training run). ``cpu_bf16_speedup()`` measures what it buys."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:  # not Linux
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    def agreed(self, world: int, device: torch.device) -> bool:
+        """Whether any process was asked to stop (all processes must stop at the same step)."""
+        if world > 1:
+            flag = torch.tensor([float(self.requested)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.requested = bool(flag.item())
+        return self.requested
 
 
 def train(
@@ -481,12 +718,13 @@ def train(
     train_data: Dataset,
     val_data: Dataset | None = None,
     out_dir: str | Path | None = None,
-    resume: bool | str | Path = False,
+    resume: bool = False,
     device: torch.device | str | None = None,
     progress: bool = True,
     callbacks: Sequence[Callable[[str, dict], None]] = (),
     max_steps: int | None = None,
     model: RetinaNet | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train a RetinaNet on ``train_data`` with ``preset``.
 
@@ -494,9 +732,11 @@ def train(
         preset: ``Preset.cpu()``, ``Preset.gpu()`` or your own.
         train_data: a dataset of ``(image, target)`` (``CocoDetection``, ``VOCDetection``); it
             must expose ``classes``. Images at their own size: the model resizes them.
-        val_data: evaluated with COCO mAP every ``preset.eval_every`` epochs and at the end.
-        out_dir: where ``last.pt`` (the checkpoint) and ``history.json`` go; None: nowhere.
-        resume: True to continue from ``out_dir/last.pt`` if it exists, or a checkpoint path.
+        val_data: evaluated with COCO mAP every ``preset.eval_every`` epochs and at the end (after
+            the final checkpoint is saved); it must have the same classes.
+        out_dir: where ``last.pt`` (the checkpoint) and ``history.json`` go; None: nowhere. Checked
+            to be a writable folder before the first step.
+        resume: True to continue from ``find_checkpoint(out_dir)`` (``out_dir/last.pt``) if it exists.
         device: default CUDA when available (under torchrun, the local rank's GPU), else CPU.
         progress: show a tqdm progress bar with the loss and images/s.
         callbacks: called as ``cb(event, history)`` with event ``"step"``, ``"eval"`` or ``"end"``
@@ -506,189 +746,328 @@ def train(
         model: train this model (e.g. a subclass with another loss) instead of building one from
             ``preset.model_config``; its ``config`` is what the checkpoint records. Any model with
             torchvision's calling convention works (benchmarks train torchvision's RetinaNet with
-            this loop); one without a ``config`` is trained without checkpoints.
+            this loop); one without a ``config`` cannot be checkpointed (``out_dir`` must be None).
+        resume_from: continue from this checkpoint file (or run folder) instead.
 
     Raises:
-        TrainingDiverged: the loss became NaN or infinite. The last good checkpoint is kept.
+        TrainingDiverged: the loss or the weights became NaN or infinite. The last good checkpoint
+            is kept, and the message names it.
+        TrainingInterrupted: Ctrl-C; the run was saved after the step it was in (with ``out_dir``).
+        OutputError: ``out_dir`` is not a writable folder, or a write failed (disk full).
+        ValueError: the data, the model or the checkpoint do not fit together (the message says how).
     """
-    from tqdm.auto import tqdm
-
+    classes = _check_datasets(train_data, val_data)
+    resume_from = _resume_source(resume, resume_from, out_dir)
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         # Tiny gradients of the sigma = 0.01 heads underflow into denormal floats, which x86 CPUs
         # process up to 100x slower; flushing them to zero changes nothing measurable but speed.
         torch.set_flush_denormal(True)
-    rank, world = _setup_distributed(device)
-    is_main = rank == 0
-    classes = list(getattr(train_data, "classes", []))
-    if not classes:
-        raise ValueError("train_data must expose its class names as .classes (CocoDetection and VOCDetection do)")
-    out_dir = Path(out_dir) if out_dir is not None else None
-    if len(train_data) == 0:
-        raise ValueError("train_data is empty")
+    rank, world = setup_distributed(device)
+    if max_steps is not None and (not isinstance(max_steps, Integral) or max_steps < 1):
+        raise ValueError(f"max_steps must be a whole number >= 1 or None, got {max_steps!r}")
 
     torch.manual_seed(preset.seed)
     np.random.seed(preset.seed)
     random.seed(preset.seed)
+    model = _build_model(preset, classes, model, device)
+    if out_dir is not None:
+        if getattr(model, "config", None) is None:
+            raise ValueError(f"out_dir={str(out_dir)!r}: this model has no .config, so train() cannot write a "
+                             f"checkpoint of it; pass out_dir=None (or give the model a RetinaNetConfig)")
+        out_dir = check_output_folder(out_dir) if rank == 0 else Path(out_dir)
+    run = _plan_run(preset, len(train_data), device, rank, world, out_dir, max_steps, callbacks)
+    state = _new_state(model, preset, classes, train_data, run, fingerprint=bool(out_dir or resume_from))
+    if resume_from is not None:
+        _resume(state, resume_from, run)
+    if world > 1:
+        state.model = nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    metrics = _train_loop(state, run, train_data, val_data, progress)
+    metrics = _finish(state, run, val_data) or metrics
+    result_model = _unwrap(state.model)
+    result_model.eval()
+    return TrainResult(result_model, state.history, run.checkpoint_path, metrics, preset)
+
+
+def _check_datasets(train_data: Dataset, val_data: Dataset | None) -> list[str]:
+    """The class names, after checking that the data can be trained on (and validated with)."""
+    classes = list(getattr(train_data, "classes", []))
+    if not classes:
+        raise ValueError("train_data must expose its class names as .classes (CocoDetection and VOCDetection do)")
+    if len(train_data) == 0:
+        raise ValueError("train_data is empty")
+    if val_data is not None:
+        if len(val_data) == 0:
+            raise ValueError("val_data is empty: pass None to train without validation")
+        val_classes = getattr(val_data, "classes", None)
+        if val_classes is not None and list(val_classes) != classes:
+            raise ValueError(f"val_data has other classes than train_data: {list(val_classes)} vs {classes}; "
+                             f"AP would compare different things")
+    return classes
+
+
+def _resume_source(resume: bool | str | Path, resume_from: str | Path | None, out_dir: str | Path | None):
+    """The checkpoint to continue from, or None: ``resume_from``, or with ``resume=True`` the one in
+    ``out_dir`` if there is one."""
+    if isinstance(resume, (str, Path)):  # the old meaning of resume="path"
+        warnings.warn("train(resume=<path>) is deprecated: pass resume_from=<path>", DeprecationWarning, stacklevel=3)
+        resume, resume_from = False, resume
+    if resume_from is not None:
+        return Path(resume_from)
+    return find_checkpoint(out_dir) if resume else None
+
+
+def _build_model(preset: Preset, classes: list[str], model: nn.Module | None, device: torch.device) -> nn.Module:
+    """The model of ``preset`` (or the one given, checked against the classes), on ``device``."""
     if model is None:
         model = RetinaNet(config=preset.model_config(len(classes)))
     elif getattr(model, "num_classes", len(classes)) != len(classes):
         raise ValueError(f"the model has {model.num_classes} classes but the data has {len(classes)}: {classes}")
-    config = getattr(model, "config", None)
-    if config is None:
-        out_dir = None
     model = model.to(device)
     if preset.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    return model
 
-    lr = preset.lr(world)
-    optimizer = make_optimizer(model, preset, lr)
-    per_process = math.ceil(len(train_data) / world)
+
+def _plan_run(preset, num_images, device, rank, world, out_dir, max_steps, callbacks) -> _Run:
+    """Batch size, steps per epoch and the last step, for ``num_images`` split over ``world`` processes."""
+    per_process = math.ceil(num_images / world)
     batch_size = min(preset.batch_size, per_process)
     steps_per_epoch = per_process // batch_size
     total_steps = preset.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, preset.warmup_steps, preset.schedule)
-    )
-    amp_dtype = mixed_precision_dtype(device, preset.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    step, history = 0, {"train": [], "eval": []}
-    checkpoint_path = out_dir / CHECKPOINT_NAME if out_dir is not None else None
-    resume_from = None
-    if resume is True and checkpoint_path is not None and checkpoint_path.exists():
-        resume_from = checkpoint_path
-    elif resume and resume is not True:
-        resume_from = Path(resume)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location=device)
-        if list(state["classes"]) != classes:
-            raise ValueError(
-                f"{resume_from}: the checkpoint was trained on {len(state['classes'])} classes "
-                f"{state['classes']}, but the data has {len(classes)}: {classes}"
-            )
-        changed = {k: (v, preset.to_dict().get(k)) for k, v in state["preset"].items()
-                   if k not in ("epochs", "num_workers", "checkpoint_every", "eval_every") and preset.to_dict().get(k) != v}
-        if changed:
-            raise ValueError(
-                f"{resume_from} was trained with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}): "
-                f"choose another output folder, or delete this one to start again"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        step, history = state["step"], state["history"]
-
-    def checkpoint_state() -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": _unwrap(model).state_dict(),
-            "config": config.to_dict(),
-            "preset": preset.to_dict(),
-            "classes": classes,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "rng": _rng_state(),
-            "history": history,
-        }
-
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    sampler = _EpochSampler(train_data, rank, world, preset.seed, preset.hflip)
     last_step = total_steps if max_steps is None else min(total_steps, max_steps)
-    bar = tqdm(total=last_step, initial=step, desc=f"train ({preset.name})", disable=not (progress and is_main), unit="step")
+    return _Run(preset, device, mixed_precision_dtype(device, preset.amp), rank, world, batch_size,
+                steps_per_epoch, total_steps, last_step, out_dir, tuple(callbacks))
+
+
+def _new_state(model, preset, classes, train_data, run: _Run, fingerprint: bool) -> _TrainState:
+    """Optimiser (lr scaled with the total batch), warmup + decay schedule, a gradient scaler, and what
+    the checkpoint records (with the data's fingerprint when it will be written or compared)."""
+    optimizer = make_optimizer(model, preset, preset.lr(run.world))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, run.total_steps, preset.warmup_steps, preset.schedule))
+    scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
+    config = getattr(model, "config", None)
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict() if config is not None else None,
+        "preset": preset.to_dict(),
+        "classes": classes,
+        "data": data_fingerprint(train_data) if fingerprint else None,
+    }
+    return _TrainState(model, optimizer, scheduler, scaler, record)
+
+
+def _resume(state: _TrainState, path: Path, run: _Run) -> None:
+    """Load a checkpoint into ``state``, after checking that it continues this run (same classes,
+    same data, same settings except those in ``RESUMABLE_CHANGES``)."""
+    saved = load_checkpoint(path, map_location=run.device)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    classes = state.record["classes"]
+    if list(saved["classes"]) != classes:
+        raise ValueError(f"{path}: the checkpoint was trained on {len(saved['classes'])} classes "
+                         f"{saved['classes']}, but the data has {len(classes)}: {classes}")
+    data, saved_data = state.record["data"], saved.get("data")
+    if data and saved_data and (data["num_images"] != saved_data["num_images"]
+                                or data.get("sha256", "") != saved_data.get("sha256", "")):
+        raise ValueError(f"{path} was trained on other data ({saved_data['num_images']} images, fingerprint "
+                         f"{saved_data.get('sha256', '?')[:12]}) than this ({data['num_images']} images, fingerprint "
+                         f"{data.get('sha256', '?')[:12]}), with the same class names: choose another output "
+                         f"folder, or train on the data it was trained on")
+    now = state.record["preset"]
+    changed = {k: (v, now.get(k)) for k, v in saved["preset"].items()
+               if k not in RESUMABLE_CHANGES and now.get(k) != v}
+    if changed:
+        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"{path} was trained with other settings ({diff}): "
+                         f"choose another output folder, or delete this one to start again")
+    _unwrap(state.model).load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.scaler.load_state_dict(saved["scaler"])
+    _set_rng_state(saved["rng"])
+    state.step, state.history = saved["step"], saved["history"]
+    if not _non_finite_weights(_unwrap(state.model)):
+        state.last_good = path
+
+
+def _train_loop(state: _TrainState, run: _Run, train_data: Dataset, val_data: Dataset | None,
+                progress: bool) -> EvalResult | None:
+    """Epochs until ``run.last_step`` (evaluating every ``eval_every`` epochs); stops cleanly on Ctrl-C."""
+    from tqdm.auto import tqdm
+
+    sampler = _EpochSampler(train_data, run.rank, run.world, run.preset.seed, run.preset.hflip)
+    bar = tqdm(total=run.last_step, initial=state.step, desc=f"train ({run.preset.name})",
+               disable=not (progress and run.is_main), unit="step")
     metrics = None
-    model.train()
-    try:
-        while step < last_step:
-            epoch, in_epoch = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch, start=in_epoch * batch_size)
-            loader = DataLoader(
-                _TrainView(train_data), batch_size=batch_size, sampler=sampler, drop_last=True,
-                num_workers=preset.num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-                persistent_workers=False,
-            )
-            tick = time.perf_counter()
-            for images, targets, indices in loader:
-                images, targets = _to_device(images, targets, device, preset.channels_last)
-                out = train_step(model, images, targets, optimizer, scaler, amp_dtype, preset.grad_clip)
-                loss = out["loss"].item()
-                if not math.isfinite(loss):
-                    kept = f"The last good checkpoint is {checkpoint_path}." if checkpoint_path and checkpoint_path.exists() else "No checkpoint was written yet."
-                    where = f"the loss became {loss} at step {step + 1} (epoch {epoch + 1}, learning rate {scheduler.get_last_lr()[0]:.3g})."
-                    bad = _non_finite_images(images, indices)
-                    if bad:
-                        detail = (f"The batch holds training image(s) with NaN or infinite pixels: dataset index "
-                                  f"{', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
-                                  f"or a transform that divides by zero) and train again.")
-                    else:
-                        detail = (f"{kept} Try: a lower learning rate (base_lr is per 16 images and is scaled "
-                                  f"with the batch), gradient clipping (grad_clip), a longer warmup, and check "
-                                  f"the data for tiny or degenerate boxes.")
-                    raise TrainingDiverged(f"{where} {detail}")
-                scheduler.step()
-                step += 1
-                now = time.perf_counter()
-                record = {
-                    "step": step,
-                    "epoch": step / steps_per_epoch,
-                    "loss": loss,
-                    "classification": out["classification"].item(),
-                    "bbox_regression": out["bbox_regression"].item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "images_per_s": batch_size * world / max(now - tick, 1e-9),
-                }
-                tick = now
-                history["train"].append(record)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{record['images_per_s']:.1f}", refresh=False)
-                for cb in callbacks:
-                    cb("step", history)
-                if is_main and checkpoint_path is not None and step % preset.checkpoint_every == 0:
-                    save_checkpoint(checkpoint_path, checkpoint_state())
-                if step >= last_step or step % steps_per_epoch == 0:
-                    break
-            end_of_epoch = step % steps_per_epoch == 0
-            if is_main and val_data is not None and end_of_epoch and preset.eval_every and (step // steps_per_epoch) % preset.eval_every == 0 and step < total_steps:
-                metrics = _evaluate(model, val_data, device, history, step, steps_per_epoch, callbacks)
-                model.train()
-    finally:
-        bar.close()
-
-    if world > 1:
-        _average_buffers(_unwrap(model), world)
-    if is_main:
-        if val_data is not None and step == total_steps:
-            metrics = _evaluate(model, val_data, device, history, step, steps_per_epoch, callbacks)
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, checkpoint_state())
-            write_json_atomic(out_dir / "history.json", history)
-        for cb in callbacks:
-            cb("end", history)
-    result_model = _unwrap(model)
-    result_model.eval()
-    return TrainResult(result_model, history, checkpoint_path, metrics, preset)
+    state.model.train()
+    with contextlib.closing(bar), _StopOnInterrupt() as stop:
+        try:
+            while state.step < run.last_step and not stop.agreed(run.world, run.device):
+                _run_epoch(state, run, _epoch_loader(train_data, sampler, state.step, run), bar, stop)
+                if not stop.requested and _eval_due(state, run, val_data):
+                    metrics = _evaluate(state, run, val_data)
+                    state.model.train()
+        except KeyboardInterrupt:  # a second Ctrl-C, or one this thread could not catch
+            _interrupted(state, run)
+        except Exception as err:
+            if not stop.requested or isinstance(err, TrainingDiverged):
+                raise
+            # Ctrl-C also reached the data-loading workers, which then died: that is the interrupt
+        if stop.agreed(run.world, run.device):
+            _interrupted(state, run)
+    return metrics
 
 
-def _average_buffers(model: nn.Module, world: int) -> None:
-    """Average BatchNorm's running statistics over the processes, so that every rank ends with the
-    same model (DDP keeps parameters in sync, but each process updates its own running stats)."""
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-            buf /= world
+def _epoch_loader(train_data: Dataset, sampler: _EpochSampler, step: int, run: _Run) -> DataLoader:
+    """The batches of the epoch ``step`` falls in, from the first not yet seen."""
+    epoch, in_epoch = divmod(step, run.steps_per_epoch)
+    sampler.set_epoch(epoch, start=in_epoch * run.batch_size)
+    return DataLoader(_TrainView(train_data), batch_size=run.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=run.preset.num_workers, collate_fn=_collate,
+                      pin_memory=run.device.type == "cuda", persistent_workers=False)
 
 
-def _evaluate(model, val_data, device, history, step, steps_per_epoch, callbacks):
+def _run_epoch(state: _TrainState, run: _Run, loader: DataLoader, bar, stop: _StopOnInterrupt) -> None:
+    """Steps until the end of the epoch, the last step of the run, or a Ctrl-C."""
+    tick = time.perf_counter()
+    for images, targets, indices in loader:
+        images, targets = _to_device(images, targets, run.device, run.preset.channels_last)
+        state.in_step = True
+        out = train_step(state.model, images, targets, state.optimizer, state.scaler, run.amp_dtype,
+                         run.preset.grad_clip)
+        loss = out["loss"].item()
+        if not math.isfinite(loss):
+            raise _divergence_error(state, run, loss, images, indices)
+        state.scheduler.step()
+        state.step += 1
+        state.in_step = False
+        tick = _record_step(state, run, out, tick, bar)
+        if state.step % run.preset.checkpoint_every == 0:
+            _save_run(state, run, history=False)
+        if state.step >= run.last_step or state.step % run.steps_per_epoch == 0 or stop.agreed(run.world, run.device):
+            break
+
+
+def _record_step(state: _TrainState, run: _Run, out: dict[str, Tensor], tick: float, bar) -> float:
+    """Append the step's losses, learning rate and speed to the history; tell the callbacks."""
+    now = time.perf_counter()
+    record = {
+        "step": state.step,
+        "epoch": state.step / run.steps_per_epoch,
+        "loss": out["loss"].item(),
+        "classification": out["classification"].item(),
+        "bbox_regression": out["bbox_regression"].item(),
+        "lr": state.scheduler.get_last_lr()[0],
+        "images_per_s": run.batch_size * run.world / max(now - tick, 1e-9),
+    }
+    state.history["train"].append(record)
+    bar.update(1)
+    bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}", refresh=False)
+    for cb in run.callbacks:
+        cb("step", state.history)
+    return now
+
+
+def _last_good_sentence(state: _TrainState) -> str:
+    if state.last_good is not None and state.last_good.is_file():
+        return f"The last good checkpoint is {state.last_good}."
+    return "No checkpoint was written yet."
+
+
+def _divergence_error(state: _TrainState, run: _Run, loss: float, images, indices: list[int]) -> TrainingDiverged:
+    """Where the loss became NaN/inf, which checkpoint is good, and what to try (bad images first)."""
+    epoch = state.step // run.steps_per_epoch
+    where = (f"the loss became {loss} at step {state.step + 1} (epoch {epoch + 1}, "
+             f"learning rate {state.scheduler.get_last_lr()[0]:.3g}).")
+    kept = _last_good_sentence(state)
+    bad = _non_finite_images(images, indices)
+    if bad:
+        detail = (f"The batch holds training image(s) with NaN or infinite pixels: dataset index "
+                  f"{', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
+                  f"or a transform that divides by zero) and train again.")
+    else:
+        detail = (f"{kept} {_WHAT_TO_TRY}")
+    return TrainingDiverged(f"{where} {detail}")
+
+
+_WHAT_TO_TRY = ("Try: a lower learning rate (base_lr is per 16 images and is scaled with the batch), gradient "
+                "clipping (grad_clip), a longer warmup, and check the data for tiny or degenerate boxes.")
+
+
+def _save_run(state: _TrainState, run: _Run, history: bool = True) -> Path | None:
+    """Write ``last.pt`` (and ``history.json``) on the main process, if the weights are finite.
+
+    Every process checks the weights (they are the same on all), so all stop together when they
+    are not: a checkpoint with NaN weights would be worse than none.
+    """
+    if run.out_dir is None:
+        return None
+    bad = _non_finite_weights(_unwrap(state.model))
+    if bad:
+        raise TrainingDiverged(
+            f"the weights became NaN or infinite by step {state.step} ({len(bad)} tensors, e.g. {bad[0]}), "
+            f"although the loss was finite: the update itself diverged. They were not saved. "
+            f"{_last_good_sentence(state)} {_WHAT_TO_TRY}")
+    if not run.is_main:
+        return None
+    path = _write(run.checkpoint_path, lambda p: save_checkpoint(p, state.checkpoint()))
+    state.last_good = path
+    if history:
+        _write(run.out_dir / HISTORY_NAME, lambda p: write_json_atomic(p, state.history))
+    return path
+
+
+def _interrupted(state: _TrainState, run: _Run) -> None:
+    """Save what a resume needs (only between steps) and raise ``TrainingInterrupted`` saying so."""
+    done = f"step {state.step} of {run.last_step}"
+    if state.in_step:
+        saved = None
+        why = f"interrupted during step {state.step + 1}, which cannot be saved half done."
+    else:
+        saved = _save_run(state, run)
+        why = f"interrupted after {done}."
+    if saved is not None:
+        raise TrainingInterrupted(f"{why} Saved {saved}: train again with resume=True (--resume) "
+                                  f"to continue exactly from there.")
+    if run.out_dir is None:
+        raise TrainingInterrupted(f"{why} Nothing was saved (no out_dir / --out).")
+    raise TrainingInterrupted(f"{why} {_last_good_sentence(state)}")
+
+
+def _eval_due(state: _TrainState, run: _Run, val_data: Dataset | None) -> bool:
+    """At the end of every ``eval_every``-th epoch except the last (``_finish`` evaluates that one)."""
+    every = run.preset.eval_every
+    end_of_epoch = state.step % run.steps_per_epoch == 0
+    return (run.is_main and val_data is not None and every > 0 and end_of_epoch
+            and (state.step // run.steps_per_epoch) % every == 0 and state.step < run.total_steps)
+
+
+def _finish(state: _TrainState, run: _Run, val_data: Dataset | None) -> EvalResult | None:
+    """Average BatchNorm statistics over processes, save, and only then evaluate: a failing
+    validation (a bad val image) must not lose the run."""
+    if run.world > 1:
+        average_buffers(_unwrap(state.model), run.world)
+    _save_run(state, run)
+    metrics = None
+    if run.is_main:
+        if val_data is not None and state.step == run.total_steps:
+            metrics = _evaluate(state, run, val_data)
+            if run.out_dir is not None:
+                _write(run.out_dir / HISTORY_NAME, lambda p: write_json_atomic(p, state.history))
+        for cb in run.callbacks:
+            cb("end", state.history)
+    return metrics
+
+
+def _evaluate(state: _TrainState, run: _Run, val_data: Dataset) -> EvalResult:
+    """COCO mAP on ``val_data``, appended to the history."""
     from .evaluate import coco_map
 
-    metrics = coco_map(_unwrap(model), val_data, device=device, progress=False)
-    history["eval"].append({"step": step, "epoch": step / steps_per_epoch, **metrics.as_dict()})
-    for cb in callbacks:
-        cb("eval", history)
+    metrics = coco_map(_unwrap(state.model), val_data, device=run.device, progress=False)
+    state.history["eval"].append({"step": state.step, "epoch": state.step / run.steps_per_epoch, **metrics.as_dict()})
+    for cb in run.callbacks:
+        cb("eval", state.history)
     return metrics

@@ -1,4 +1,5 @@
-"""retina_edu.train: it learns, resumes exactly, stops on NaN, runs under torchrun, and the CLI works."""
+"""retina_edu.train: it learns, resumes exactly, stops on NaN without saving broken weights, checks its settings,
+and runs under torchrun. The command line around it is tested in test_cli.py."""
 
 import json
 import os
@@ -10,15 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from retina_edu.__main__ import main as cli
 from retina_edu.data import CocoDetection
 from retina_edu.evaluate import coco_map
+from retina_edu.model import RetinaNetConfig
 from retina_edu.train import (
     Preset,
     TrainingDiverged,
+    TrainingInterrupted,
     choose_preset,
+    data_fingerprint,
+    find_checkpoint,
     load_checkpoint,
-    load_model,
     lr_factor,
     save_checkpoint,
     train,
@@ -172,40 +175,122 @@ def test_ddp_with_two_gloo_processes_trains_and_keeps_ranks_identical(tiny_shape
     assert history[-1]["loss"] < history[0]["loss"]
 
 
-def test_cli_train_evaluate_detect_end_to_end(tiny_shapes, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert cli(["train", "--data", str(tiny_shapes), "--val", str(tiny_shapes), "--out", str(run), "--preset", "cpu",
-                "--epochs", "1", "--batch-size", "4", "--workers", "0", "--quiet"]) == 0
-    assert (run / "last.pt").is_file() and (run / "history.json").is_file()
-    assert "AP50" in capsys.readouterr().out
-    assert cli(["evaluate", "--checkpoint", str(run), "--data", str(tiny_shapes), "--quiet"]) == 0
-    assert "AP75" in capsys.readouterr().out
-    image = tiny_shapes / "images" / "000000.png"
-    assert cli(["detect", "--checkpoint", str(run / "last.pt"), str(image), "--out", str(tmp_path / "det"), "--score", "0"]) == 0
-    assert (tmp_path / "det" / "000000_detections.png").stat().st_size > 1000
-    model, names = load_model(run)
-    assert names == ["ellipse", "rectangle", "triangle", "ring"] and not model.training
+def test_nan_guard_never_saves_non_finite_weights_and_names_the_good_checkpoint(tiny, tmp_path, monkeypatch):
+    """A finite loss can still come with an update that breaks the weights (a huge learning rate):
+    the checkpoint after it must not be written, and the message must name the one before."""
+    import retina_edu.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def breaking_step(model, *args, **kwargs):
+        out = real_step(model, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(train_module, "train_step", breaking_step)
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite by step 2") as err:
+        train(tiny_preset(epochs=1, checkpoint_every=1), tiny, out_dir=tmp_path, progress=False)
+    assert f"The last good checkpoint is {tmp_path / 'last.pt'}" in str(err.value)
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_cli_errors_name_the_problem(tiny_shapes, tmp_path, capsys):
-    assert cli(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
-    assert "no such folder" in capsys.readouterr().err
-    (tmp_path / "empty").mkdir()
-    assert cli(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
-    assert "unknown dataset format" in capsys.readouterr().err
-    # a checkpoint trained on 4 classes evaluated on a 1-class dataset
-    run = tmp_path / "run"
-    cli(["train", "--data", str(tiny_shapes), "--out", str(run), "--epochs", "1", "--batch-size", "8", "--workers", "0", "--quiet", "--preset", "cpu"])
-    capsys.readouterr()
-    one_class = tmp_path / "one"
-    (one_class / "images").mkdir(parents=True)
-    ann = json.loads((tiny_shapes / "annotations.json").read_text())
-    ann["categories"] = ann["categories"][:1]
-    ann["annotations"] = [a for a in ann["annotations"] if a["category_id"] == 1]
-    for img in ann["images"]:
-        (one_class / "images" / img["file_name"]).write_bytes((tiny_shapes / "images" / img["file_name"]).read_bytes())
-    (one_class / "annotations.json").write_text(json.dumps(ann))
-    assert cli(["evaluate", "--checkpoint", str(run), "--data", str(one_class)]) == 2
-    assert "trained on 4 classes" in capsys.readouterr().err
-    assert cli(["train", "--data", str(tiny_shapes), "--out", str(run), "--quiet"]) == 2
-    assert "pass --resume" in capsys.readouterr().err
+def test_nan_guard_says_there_is_no_good_checkpoint_when_the_first_one_would_be_broken(tiny, tmp_path, monkeypatch):
+    import retina_edu.train as train_module
+
+    real_step = train_module.train_step
+
+    def breaking_step(model, *args, **kwargs):
+        out = real_step(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(train_module, "train_step", breaking_step)
+    with pytest.raises(TrainingDiverged, match="No checkpoint was written yet"):
+        train(tiny_preset(epochs=1, checkpoint_every=1), tiny, out_dir=tmp_path, progress=False)
+    assert find_checkpoint(tmp_path) is None
+
+
+def test_checkpoints_open_with_weights_only(tiny, tmp_path):
+    """Everything a checkpoint holds (the random generators' states included) is tensors or plain data."""
+    train(tiny_preset(epochs=1), tiny, out_dir=tmp_path, progress=False, max_steps=2)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 2 and state["data"] == data_fingerprint(tiny)
+
+
+def test_resume_from_names_the_checkpoint_and_resume_true_finds_it(tiny, tmp_path):
+    preset = tiny_preset(epochs=1)
+    assert find_checkpoint(tmp_path / "a") is None
+    first = train(preset, tiny, out_dir=tmp_path / "a", progress=False, max_steps=2)
+    assert find_checkpoint(tmp_path / "a") == first.checkpoint == tmp_path / "a" / "last.pt"
+    moved = train(preset, tiny, progress=False, resume_from=first.checkpoint, max_steps=4)
+    found = train(preset, tiny, out_dir=tmp_path / "a", progress=False, resume=True, max_steps=4)
+    assert len(moved.history["train"]) == len(found.history["train"]) == 4
+    assert [r["loss"] for r in moved.history["train"]] == [r["loss"] for r in found.history["train"]]
+    fresh = train(preset, tiny, out_dir=tmp_path / "b", progress=False, resume=True, max_steps=1)  # nothing to resume
+    assert fresh.history["train"][0]["loss"] == first.history["train"][0]["loss"]
+
+
+def test_out_dir_for_a_model_without_config_is_an_error(tiny, tmp_path):
+    model = train(tiny_preset(epochs=1), tiny, progress=False, max_steps=1).model
+    model.config = None
+    with pytest.raises(ValueError, match="no .config"):
+        train(tiny_preset(epochs=1), tiny, out_dir=tmp_path / "run", progress=False, model=model)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupt_inside_a_step_saves_nothing_half_done(tiny, tmp_path, monkeypatch):
+    """A KeyboardInterrupt that cuts a step short (a second Ctrl-C) must not leave a checkpoint of a
+    half-updated model: the message names the last good one instead."""
+    import retina_edu.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def cut_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", cut_step)
+    with pytest.raises(TrainingInterrupted, match=r"during step 3.*last good checkpoint") as err:
+        train(tiny_preset(epochs=1, checkpoint_every=2), tiny, out_dir=tmp_path, progress=False)
+    assert isinstance(err.value, KeyboardInterrupt)
+    assert load_checkpoint(tmp_path)["step"] == 2
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("optimizer", "adam", "('sgd', 'adamw')"),
+    ("schedule", "linear", "('step', 'cosine', 'constant')"),
+    ("epochs", 0, ">= 1"),
+    ("batch_size", -1, ">= 1"),
+    ("batch_size", 2.5, ">= 1"),
+    ("base_lr", 0.0, "(0, inf)"),
+    ("base_lr", float("nan"), "(0, inf)"),
+    ("momentum", 1.0, "[0, 1)"),
+    ("grad_clip", -1.0, "or None"),
+    ("alpha", 1.5, "[0, 1]"),
+    ("checkpoint_every", 0, ">= 1"),
+    ("model_overrides", {"gama": 2.0}, "not RetinaNetConfig fields"),
+])
+def test_preset_refuses_bad_settings_saying_what_is_allowed(field, value, allowed):
+    with pytest.raises(ValueError, match=rf"Preset\.{field}") as err:
+        Preset.cpu(**{field: value})
+    assert allowed in str(err.value)
+
+
+def test_preset_model_config_passes_every_model_setting_on():
+    """The field-by-field copy it replaced, written out: the derived config must equal it."""
+    for preset in (Preset.cpu(), Preset.gpu(gamma=0.0, alpha=None, model_overrides={"box_loss": "l1"}), Preset()):
+        expected = RetinaNetConfig(
+            num_classes=3, backbone=preset.backbone, pretrained_backbone=preset.pretrained_backbone,
+            fpn_channels=preset.fpn_channels, head_convs=preset.head_convs, head_norm=preset.head_norm,
+            anchor_sizes=tuple(preset.anchor_sizes), resize=True, min_size=preset.image_size,
+            max_size=preset.image_size, gamma=preset.gamma, alpha=preset.alpha,
+            prior_probability=preset.prior_probability, **preset.model_overrides)
+        assert preset.model_config(3) == expected
