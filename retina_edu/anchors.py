@@ -26,20 +26,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "FIT_BASE_SIZES",
     "PAPER_ANCHOR_SIZES",
     "PAPER_ASPECT_RATIOS",
     "PAPER_SCALES",
     "PAPER_STRIDES",
     "PYRAMID_LEVEL_NAMES",
+    "AnchorCoverage",
+    "AnchorFit",
     "AnchorGenerator",
+    "anchor_coverage",
     "anchors_per_level",
     "cell_anchors",
+    "dataset_boxes",
     "feature_map_sizes",
+    "fit_anchor_sizes",
     "generate_anchors",
     "level_anchor_sizes",
     "torchvision_anchor_sizes",
@@ -280,3 +287,200 @@ class AnchorGenerator(nn.Module):
             )
             self._cache[key] = anchors
         return anchors
+
+
+# ---------------------------------------------------------------------------------------------------
+# Anchors fitted to a dataset (notebook 11): notebook 01's coverage question asked of your own boxes.
+
+FIT_BASE_SIZES = (8, 10, 12, 14, 16, 20, 24, 28, 32)
+"""The P3 base sizes ``fit_anchor_sizes`` tries by default (each level doubles it, as the paper's
+32..512 do): from one stride (8) up to the paper's 32."""
+
+
+@dataclass(frozen=True)
+class AnchorCoverage:
+    """How well a set of anchors covers a dataset's boxes.
+
+    Attributes:
+        sizes: the base anchor size of each level (``scales`` multiply it).
+        input_scale: the factor the images (and boxes) were resized by before matching.
+        threshold: the IoU an anchor needs to be a positive (the paper's 0.5).
+        box_sizes: ``Tensor[N]`` float64, each object's size ``sqrt(w * h)`` in the original pixels.
+        best_iou: ``Tensor[N]`` float64, each object's best IoU with any anchor.
+    """
+
+    sizes: tuple[float, ...]
+    input_scale: float
+    threshold: float
+    box_sizes: Tensor = field(repr=False)
+    best_iou: Tensor = field(repr=False)
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.best_iou.numel())
+
+    @property
+    def matched(self) -> Tensor:
+        """``Tensor[N]`` bool: the objects some anchor overlaps at ``threshold`` or more."""
+        return self.best_iou >= self.threshold
+
+    @property
+    def num_unmatched(self) -> int:
+        """Objects no anchor reaches at ``threshold``: only a low-quality match can teach them."""
+        return int((~self.matched).sum())
+
+    @property
+    def coverage(self) -> float:
+        """The share of objects with an anchor at IoU >= ``threshold`` (1.0 for no objects)."""
+        return 1.0 if self.num_objects == 0 else float(self.matched.double().mean())
+
+    def summary(self) -> str:
+        """One line: the sizes, the coverage and the unmatched count."""
+        sizes = ", ".join(f"{s:g}" for s in self.sizes)
+        scale = "" if self.input_scale == 1 else f" on images scaled x{self.input_scale:g}"
+        return (f"anchors ({sizes}){scale}: {self.coverage:.1%} of {self.num_objects} objects have an anchor "
+                f"at IoU >= {self.threshold:g}; {self.num_unmatched} have none")
+
+
+@dataclass(frozen=True)
+class AnchorFit:
+    """What ``fit_anchor_sizes`` recommends.
+
+    Attributes:
+        sizes: the recommended base size per level (``RetinaNetConfig.anchor_sizes``).
+        input_scale: the recommended resize of the images (1.0: as they are).
+        coverage: the ``AnchorCoverage`` of the recommendation.
+        current: the ``AnchorCoverage`` of the anchors the fit started from (the paper's by default).
+        tried: ``{(input_scale, base_size): AnchorCoverage}`` of every candidate.
+    """
+
+    sizes: tuple[float, ...]
+    input_scale: float
+    coverage: AnchorCoverage
+    current: AnchorCoverage
+    tried: dict[tuple[float, float], AnchorCoverage]
+
+
+def dataset_boxes(dataset) -> tuple[list[Tensor], list[tuple[int, int]]]:
+    """Every image's boxes and size, read from the annotations (no image is decoded).
+
+    Args:
+        dataset: a ``DetectionDataset`` (``CocoDetection``, ``VOCDetection``, what ``open_dataset`` gives).
+
+    Returns:
+        ``(boxes, image_sizes)``: one ``Tensor[N_i, 4]`` xyxy float64 and one ``(H, W)`` per image.
+    """
+    if not hasattr(dataset, "get_target") or not hasattr(dataset, "_image_size"):
+        raise ValueError(f"dataset_boxes needs a DetectionDataset (CocoDetection, VOCDetection), "
+                         f"got {type(dataset).__name__}")
+    boxes, sizes = [], []
+    for i in range(len(dataset)):
+        boxes.append(dataset.get_target(i)["boxes"].double())
+        width, height = dataset._image_size(i)
+        sizes.append((int(round(height)), int(round(width))))
+    return boxes, sizes
+
+
+def _best_iou_per_box(boxes: Tensor, anchors: Tensor, chunk: int = 32) -> Tensor:
+    """Each box's best IoU with any anchor, a few boxes at a time (large images have ~10^6 anchors)."""
+    from .boxes import box_iou
+
+    if boxes.shape[0] == 0:
+        return boxes.new_zeros(0)
+    return torch.cat([box_iou(part, anchors).amax(dim=1) for part in boxes.split(chunk)])
+
+
+def anchor_coverage(
+    boxes: Sequence[Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    sizes: SizeSpec = PAPER_ANCHOR_SIZES,
+    strides: Sequence[int] = PAPER_STRIDES,
+    scales: Sequence[float] | None = PAPER_SCALES,
+    aspect_ratios: Sequence[float] = PAPER_ASPECT_RATIOS,
+    offset: float = 0.0,
+    threshold: float = 0.5,
+    input_scale: float = 1.0,
+) -> AnchorCoverage:
+    """Each object's best IoU with the anchors of its image, as the matcher would compute it.
+
+    Args:
+        boxes: one ``Tensor[N_i, 4]`` xyxy per image, in its pixels.
+        image_sizes: one ``(H, W)`` per image (the anchors tile the input the network sees).
+        sizes, strides, scales, aspect_ratios, offset: the anchors (see ``anchors_per_level``).
+        threshold: the foreground IoU (the paper's 0.5).
+        input_scale: resize images and boxes by this factor first (what a larger ``image_size`` does).
+
+    Returns:
+        An ``AnchorCoverage``; ``box_sizes`` are in the original pixels.
+    """
+    if len(boxes) != len(image_sizes):
+        raise ValueError(f"anchor_coverage: {len(boxes)} box tensors for {len(image_sizes)} image sizes")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"anchor_coverage: threshold must be in (0, 1], got {threshold!r}")
+    if not input_scale > 0:
+        raise ValueError(f"anchor_coverage: input_scale must be > 0, got {input_scale!r}")
+    cache: dict[tuple[int, int], Tensor] = {}
+    best, box_sizes = [], []
+    for b, (h, w) in zip(boxes, image_sizes):
+        b = torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4)
+        size = (max(1, round(h * input_scale)), max(1, round(w * input_scale)))
+        if size not in cache:
+            cache[size] = generate_anchors(size, strides, sizes, scales, aspect_ratios, offset, dtype=torch.float64)
+        best.append(_best_iou_per_box(b * input_scale, cache[size]))
+        box_sizes.append(((b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)).sqrt())
+    per_level = level_anchor_sizes(sizes, scales)
+    base = tuple(float(level[0]) for level in per_level)
+    empty = torch.zeros(0, dtype=torch.float64)
+    return AnchorCoverage(base, float(input_scale), float(threshold),
+                          torch.cat(box_sizes) if box_sizes else empty, torch.cat(best) if best else empty)
+
+
+def fit_anchor_sizes(
+    boxes: Sequence[Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    base_sizes: Sequence[float] = FIT_BASE_SIZES,
+    input_scales: Sequence[float] = (1.0,),
+    strides: Sequence[int] = PAPER_STRIDES,
+    scales: Sequence[float] | None = PAPER_SCALES,
+    aspect_ratios: Sequence[float] = PAPER_ASPECT_RATIOS,
+    offset: float = 0.0,
+    threshold: float = 0.5,
+    current_sizes: SizeSpec = PAPER_ANCHOR_SIZES,
+) -> AnchorFit:
+    """The anchor sizes (and input scale) that give the most objects an anchor at IoU >= ``threshold``.
+
+    Every candidate keeps the paper's shape of the pyramid: P3's base size ``b``, then ``2b``,
+    ``4b``, ... one octave per level (the strides double too), times the same scales and aspect
+    ratios. Each pair ``(input_scale, b)`` is scored by its coverage; ties go to the higher mean
+    best IoU, then to the smaller input (cheaper).
+
+    Args:
+        boxes, image_sizes: the dataset's boxes and image sizes (``dataset_boxes(dataset)``).
+        base_sizes: the P3 base sizes to try.
+        input_scales: the image resizes to try (2.0 doubles every object, like halving the anchors
+            and the strides, at four times the compute).
+        strides, scales, aspect_ratios, offset, threshold: as in ``anchor_coverage``.
+        current_sizes: the anchors to compare with (the paper's 32..512).
+
+    Returns:
+        An ``AnchorFit``: the recommended ``sizes`` and ``input_scale``, their coverage, the current
+        anchors' coverage and every candidate's (to plot, or to choose another under a constraint).
+    """
+    if not base_sizes or not input_scales:
+        raise ValueError("fit_anchor_sizes: give at least one base size and one input scale")
+    if any(not b > 0 for b in base_sizes):
+        raise ValueError(f"fit_anchor_sizes: base sizes must be > 0, got {tuple(base_sizes)}")
+    kwargs = dict(strides=strides, scales=scales, aspect_ratios=aspect_ratios, offset=offset, threshold=threshold)
+    current = anchor_coverage(boxes, image_sizes, current_sizes, **kwargs)
+    tried: dict[tuple[float, float], AnchorCoverage] = {}
+    best_key, best_cov = None, None
+    for input_scale in sorted(input_scales):
+        for base in base_sizes:
+            sizes = tuple(float(base) * 2**level for level in range(len(strides)))
+            cov = anchor_coverage(boxes, image_sizes, sizes, input_scale=input_scale, **kwargs)
+            tried[(float(input_scale), float(base))] = cov
+            mean_iou = float(cov.best_iou.mean()) if cov.num_objects else 0.0
+            key = (cov.num_objects - cov.num_unmatched, round(mean_iou, 6))
+            if best_key is None or key > best_key:
+                best_key, best_cov = key, cov
+    return AnchorFit(best_cov.sizes, best_cov.input_scale, best_cov, current, tried)
