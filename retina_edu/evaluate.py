@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .boxes import box_xyxy_to_xywh
+from .device import eval_mode
 
 __all__ = ["EvalResult", "coco_map", "coco_map_from_predictions", "predict"]
 
@@ -96,20 +97,16 @@ def predict(
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_images_only_collate)
     ids, detections = [], []
-    try:
+    with eval_mode(model):
         for images, image_ids in tqdm(loader, desc="detect", disable=not progress, leave=False):
             same = len({tuple(im.shape) for im in images}) == 1
             batch = torch.stack(images).to(device) if same else [im.to(device) for im in images]
             for det in model(batch):
                 detections.append({k: v.cpu() for k, v in det.items()})
             ids.extend(image_ids)
-    finally:
-        model.train(was_training)
     return ids, detections
 
 

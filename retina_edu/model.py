@@ -36,6 +36,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from .anchors import PAPER_ANCHOR_SIZES, PAPER_ASPECT_RATIOS, PAPER_SCALES, PAPER_STRIDES, AnchorGenerator
 from .boxes import BoxCoder
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .device import eval_mode
 from .losses import ALPHA, GAMMA, SMOOTH_L1_BETA, retinanet_loss
 from .matching import BG_IOU, FG_IOU
 from .postprocess import DETECTIONS_PER_IMG, NMS_THRESH, SCORE_THRESH, TOPK_CANDIDATES, postprocess_detections
@@ -190,17 +191,14 @@ class Backbone(nn.Module):
 
     @staticmethod
     def _find_stages(features: nn.Sequential) -> list[tuple[int, int]]:
-        was_training = features.training
-        features.eval()
         stages: dict[int, tuple[int, int]] = {}
-        with torch.no_grad():
+        with eval_mode(features), torch.no_grad():
             x = torch.zeros(1, 3, 64, 64)
             for i, block in enumerate(features):
                 x = block(x)
                 stride = 64 // x.shape[-1]
                 if stride in (8, 16, 32):
                     stages[stride] = (i, x.shape[1])
-        features.train(was_training)
         return [stages[8], stages[16], stages[32]]
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -101,3 +101,53 @@ def test_nms_explorer_redraws_when_the_sliders_move() -> None:
     assert "<b>12</b> after NMS" in box.readout.value
     box.controls["score"].value = 0.95
     assert box.result["candidates"] == int((scores >= 0.95).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# draw_threshold_nms and its explorer (notebook 09)
+# ---------------------------------------------------------------------------------------------
+def _judged_candidates() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    gt_boxes, gt_labels = torch.tensor([[0.0, 0, 40, 40], [50, 50, 90, 90]]), torch.tensor([1, 0])
+    candidates = {"boxes": torch.tensor([[0.0, 0, 40, 40], [2.0, 0, 42, 40], [50, 50, 90, 90], [60, 0, 90, 30]]),
+                  "scores": torch.tensor([0.9, 0.8, 0.4, 0.2]), "labels": torch.tensor([1, 1, 1, 0])}
+    return candidates, gt_boxes, gt_labels
+
+
+def test_draw_threshold_nms_colours_true_and_false_positives_and_marks_the_missed() -> None:
+    from retina_edu.analysis import threshold_and_nms
+    from retina_edu.viz.inference import FP_COLOR, MISSED_COLOR, TP_COLOR, draw_threshold_nms
+
+    candidates, gt_boxes, gt_labels = _judged_candidates()
+    _, ax = plt.subplots()
+    result = draw_threshold_nms(ax, np.zeros((100, 100, 3)), candidates, gt_boxes, gt_labels, 0.3, 0.95)
+    want = threshold_and_nms(candidates, gt_boxes, gt_labels, 0.3, 0.95)
+    assert result["counts"] == want["counts"] == {"candidates": 4, "above threshold": 3, "kept": 3, "tp": 1,
+                                                  "fp": 2, "missed": 1}
+    edges = [tuple(np.round(p.get_edgecolor(), 3)) for p in _rectangles(ax)]
+    from matplotlib.colors import to_rgba
+
+    # two ground-truth boxes (the class-0 one missed: the class-1 box on it is a wrong class), three kept
+    assert edges.count(tuple(np.round(to_rgba(MISSED_COLOR), 3))) == 1
+    assert edges.count(tuple(np.round(to_rgba(TP_COLOR), 3))) == 1
+    assert edges.count(tuple(np.round(to_rgba(FP_COLOR), 3))) == 2
+    assert "1 TP, 2 FP, 1 missed" in ax.get_title()
+
+
+def test_threshold_nms_explorer_follows_its_sliders_and_images() -> None:
+    from retina_edu.viz.inference import threshold_nms_explorer, threshold_nms_readout
+
+    candidates, gt_boxes, gt_labels = _judged_candidates()
+    targets = [{"boxes": gt_boxes, "labels": gt_labels}, {"boxes": gt_boxes[:1], "labels": gt_labels[:1]}]
+    explorer = threshold_nms_explorer([np.zeros((100, 100, 3))] * 2, [candidates] * 2, targets,
+                                      score_thresh=0.3, nms_iou=0.5)
+    assert explorer.result["counts"]["kept"] == 2
+    explorer.controls["iou"].value = 0.95  # the duplicate survives NMS: one more false positive
+    assert (explorer.result["counts"]["kept"], explorer.result["counts"]["fp"]) == (3, 2)
+    explorer.controls["score"].value = 0.85
+    assert explorer.result["counts"]["kept"] == 1
+    explorer.controls["image"].value = 1
+    assert explorer.result["counts"]["missed"] == 0
+    assert explorer.readout.value == threshold_nms_readout(explorer.result, explorer.values)
+    assert explorer.draw_count == 4
+    with pytest.raises(ValueError, match="2 images, 1 candidate sets"):
+        threshold_nms_explorer([np.zeros((8, 8, 3))] * 2, [candidates], targets)

@@ -202,3 +202,124 @@ def nms_explorer(
 
     return Explorer(controls, draw, figure,
                     readout=lambda counts, values: nms_readout(counts, values["iou"], values["score"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The trained detector's output: score threshold and NMS IoU against the ground truth (notebook 09)
+# ---------------------------------------------------------------------------------------------
+TP_COLOR, FP_COLOR, MISSED_COLOR = "#2ca02c", "#d62728", "#ff7f0e"
+
+
+def draw_threshold_nms(
+    ax: Axes,
+    image: ImageLike,
+    candidates: dict[str, Any],
+    gt_boxes: BoxesLike,
+    gt_labels: ArrayLike,
+    score_thresh: float,
+    nms_iou: float,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """A detector's candidates after a score threshold and class-aware NMS, judged against the truth.
+
+    The counts come from :func:`retina_edu.analysis.threshold_and_nms`. Kept detections are drawn
+    green when they are true positives at IoU 0.5 (right class, a free ground-truth box), red when
+    false positives, with their scores; ground-truth boxes are dashed white, orange when missed.
+
+    Args:
+        ax: axes to draw on; image: see :func:`to_display_array`.
+        candidates: ``{"boxes": [C, 4] xyxy, "scores": [C], "labels": [C]}`` before NMS
+            (``anchor_outputs(...)["candidates"]``).
+        gt_boxes: ``[M, 4]`` xyxy; gt_labels: ``[M]``.
+        score_thresh, nms_iou: the two knobs.
+        title: optional title (the counts are appended).
+
+    Returns:
+        The :func:`~retina_edu.analysis.threshold_and_nms` result.
+    """
+    from matplotlib.patches import Rectangle
+
+    from ..analysis import threshold_and_nms
+
+    result = threshold_and_nms(candidates, torch.as_tensor(gt_boxes), torch.as_tensor(gt_labels), score_thresh,
+                               nms_iou)
+    show_image(ax, image)
+    height, width = to_display_array(image).shape[:2]
+    truth = boxes_xyxy(gt_boxes, where="draw_threshold_nms")
+    for (x1, y1, x2, y2), found in zip(truth, result["found"].tolist()):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linestyle="--",
+                               edgecolor="white" if found else MISSED_COLOR, linewidth=1.0 if found else 1.6))
+    kept = result["kept"]
+    boxes = to_numpy(candidates["boxes"])[kept.numpy()].reshape(-1, 4)
+    scores = to_numpy(candidates["scores"])[kept.numpy()].reshape(-1)
+    colors = [TP_COLOR if tp else FP_COLOR for tp in result["tp"].tolist()]
+    draw_boxes(ax, boxes, scores=scores, colors=colors, linewidth=1.2, fontsize=6)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    c = result["counts"]
+    text = f"score ≥ {score_thresh:.2f}, NMS {nms_iou:.2f}: {c['tp']} TP, {c['fp']} FP, {c['missed']} missed"
+    ax.set_title(f"{title}\n{text}" if title else text, fontsize=8)
+    return result
+
+
+def threshold_nms_readout(result: dict[str, Any], values: dict[str, Any]) -> str:
+    """One line: candidates above the threshold, kept by NMS, and how many are right (TP/FP at IoU 0.5)."""
+    c = result["counts"]
+    return (f"<b>{c['above threshold']}</b> of {c['candidates']} candidates score ≥ {values['score']:.2f} → "
+            f"NMS at IoU {values['iou']:.2f} keeps <b>{c['kept']}</b>: "
+            f"<span style='color:{TP_COLOR}'><b>{c['tp']}</b> true positives</span>, "
+            f"<span style='color:{FP_COLOR}'><b>{c['fp']}</b> false positives</span> (IoU 0.5); "
+            f"<span style='color:{MISSED_COLOR}'><b>{c['missed']}</b></span> of {c['tp'] + c['missed']} objects missed")
+
+
+def threshold_nms_explorer(
+    images: Sequence[ImageLike],
+    candidates: Sequence[dict[str, Any]],
+    targets: Sequence[dict[str, Any]],
+    names: Sequence[str] | None = None,
+    score_thresh: float = 0.3,
+    nms_iou: float = 0.5,
+    figsize: tuple[float, float] = (4.8, 4.8),
+) -> Explorer:
+    """Sliders for the score threshold and the NMS IoU over a trained detector's candidates.
+
+    Args:
+        images: the images; candidates: their candidates before NMS
+            (``anchor_outputs(...)["candidates"]``); targets: ``{"boxes", "labels"}`` per image.
+        names: a name per image for the selector (default ``"image 0"``, ...).
+        score_thresh, nms_iou: the starting values.
+
+    Returns:
+        An :class:`~retina_edu.viz._explorer.Explorer` with controls ``"score"``, ``"iou"`` and
+        ``"image"``, the readout :func:`threshold_nms_readout`; ``.result`` is the last
+        :func:`retina_edu.analysis.threshold_and_nms` result.
+    """
+    import ipywidgets as widgets
+    from matplotlib.figure import Figure
+
+    from ._explorer import Explorer, float_slider
+
+    if not (len(images) == len(candidates) == len(targets)) or not images:
+        raise ValueError(f"threshold_nms_explorer: {len(images)} images, {len(candidates)} candidate sets, "
+                         f"{len(targets)} targets")
+    names = [f"image {i}" for i in range(len(images))] if names is None else list(names)
+    style = {"description_width": "70px"}
+    controls = {
+        "score": float_slider(score_thresh, 0.05, 0.95, 0.05, "score ≥", style=style, css_class="nms-score"),
+        "iou": float_slider(nms_iou, 0.1, 1.0, 0.05, "NMS IoU", style=style, css_class="nms-iou"),
+        "image": widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=0,
+                                  description="image", layout=widgets.Layout(width="200px")),
+    }
+    figure = Figure(figsize=figsize, dpi=80)
+    ax = figure.subplots()
+
+    def draw(values: dict[str, Any]) -> dict[str, Any]:
+        ax.clear()
+        index = int(values["image"])
+        result = draw_threshold_nms(ax, images[index], candidates[index], targets[index]["boxes"],
+                                    targets[index]["labels"], float(values["score"]), float(values["iou"]))
+        figure.tight_layout()
+        return result
+
+    return Explorer(controls, draw, figure, readout=threshold_nms_readout, css_class="threshold-nms-explorer",
+                    readout_class="threshold-nms-readout")
