@@ -16,7 +16,7 @@ module               what it draws                                              
 ``matching``         positive / ignored / negative anchors, IoU histogram, explorer  02
 ``focal``            Figure 1, loss / factor / gradient panels, loss shares          03
 ``network``          architecture, feature maps, object size -> level, explorer      05
-``inference``        score maps per level, NMS and its explorer                      07
+``inference``        score maps, NMS, the threshold/NMS explorer                     07, 09
 ``training``         the live loss plot, loss curves of several runs                 06, 08, 10
 ``ablations``        bars over seeds, Figure 4 and its explorer                      10
 ``loss``             box losses side by side, the normaliser                          04
@@ -47,7 +47,15 @@ from .focal import (
     plot_loss_shares,
 )
 from .images import draw_boxes, show_detections, show_grid, show_image
-from .inference import draw_nms, nms_explorer, nms_readout, show_level_maps
+from .inference import (
+    draw_nms,
+    draw_threshold_nms,
+    nms_explorer,
+    nms_readout,
+    show_level_maps,
+    threshold_nms_explorer,
+    threshold_nms_readout,
+)
 from .matching import draw_matching, matching_explorer, matching_figure, matching_readout
 from .network import (
     box_level_explorer,
@@ -80,6 +88,7 @@ __all__ = [
     "draw_boxes",
     "draw_matching",
     "draw_nms",
+    "draw_threshold_nms",
     "focal_loss_explorer",
     "focal_loss_readout",
     "focal_loss_vs_pt",
@@ -108,6 +117,8 @@ __all__ = [
     "show_grid",
     "show_image",
     "show_level_maps",
+    "threshold_nms_explorer",
+    "threshold_nms_readout",
     "to_display_array",
 ]
 
