@@ -173,7 +173,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder: last.pt (checkpoint) and history.json go there")
     parser.add_argument("--preset", choices=("cpu", "gpu"), default=None,
                         help="default: chosen from the hardware (gpu when CUDA is available)")
-    parser.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
+    length.add_argument("--minutes", type=positive_float, default=None, metavar="M",
+                        help="train for the time you have: the steps are fitted to this machine so that "
+                             "training, validation included, ends within M minutes (--resume finishes the plan)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="images per step per process")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="base learning rate per 16 images (scaled with the batch)")
@@ -184,6 +188,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     parser.add_argument("--seed", type=seed_int, default=None)
+    parser.add_argument("--anchor-sizes", type=positive_float, nargs=5, default=None, metavar="S",
+                        help="base anchor size of P3..P7 (the paper: 32 64 128 256 512; the cpu preset: 16 .. 256); "
+                             "`python -m retina_edu anchors --data DIR` recommends them. The checkpoint records them, "
+                             "so evaluate and detect use the same anchors")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -205,6 +213,9 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("base_lr", args.lr),
                                    ("num_workers", args.workers), ("seed", args.seed),
                                    ("checkpoint_every", args.checkpoint_every)) if v is not None}
+    if args.anchor_sizes is not None:
+        # Whole numbers stay ints, so that the checkpoint (and a --resume check) reads 16, not 16.0.
+        overrides["anchor_sizes"] = tuple(int(s) if float(s).is_integer() else float(s) for s in args.anchor_sizes)
     preset = replace(preset, **overrides)
     main_process = is_main_process()
     if main_process:
@@ -213,7 +224,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"preset {preset.name!r}: {reason}; {len(train_data)} training images, classes {train_data.classes}")
     try:
         result = train(preset, train_data, val_data, out_dir=out, resume=args.resume, device=args.device,
-                       progress=not args.quiet)
+                       progress=not args.quiet, minutes=args.minutes)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
@@ -268,6 +279,19 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", type=score_threshold, default=0.3,
                         help="draw detections scoring at least this, in [0, 1] (default: %(default)s)")
     parser.add_argument("--device", type=device_name, default=None)
+    parser.add_argument("--tile", type=positive_int, default=None, metavar="N",
+                        help="detect by N-pixel tiles stitched with NMS (use the training size) instead of resizing "
+                             "the whole image: for images larger than the training size (aerial photos)")
+    parser.add_argument("--overlap", type=non_negative_int, default=None, metavar="PX",
+                        help="least overlap between tiles, at least the largest object (default: N / 4)")
+
+
+def training_size(model) -> int | None:
+    """The side the model resizes its inputs to (its training size), or None when it does not resize."""
+    config = getattr(model, "config", None)
+    if config is None or not getattr(config, "resize", False):
+        return None
+    return int(config.max_size)
 
 
 def detection_file_names(images: Sequence[str | Path]) -> list[str]:
@@ -295,6 +319,7 @@ def run_detect(args: argparse.Namespace) -> int:
     import torch
 
     from retina_edu.data import load_image
+    from retina_edu.tiling import detect_tiled
     from retina_edu.train import check_output_folder
     from retina_edu.viz import show_detections
 
@@ -303,12 +328,25 @@ def run_detect(args: argparse.Namespace) -> int:
     if missing:  # before anything is loaded or written
         more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
         raise FileNotFoundError(f"{missing[0]}: no such image{more}")
+    if args.overlap is not None and args.tile is None:
+        raise ValueError("--overlap is for tiled detection: pass --tile N too")
+    if args.tile is not None and args.overlap is not None and args.overlap >= args.tile:
+        raise ValueError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     model, names, device = _checked_model(args.checkpoint, None, args.device)
     out = check_output_folder(args.out)
+    size = training_size(model)
     for path, file_name in zip(paths, detection_file_names(paths), strict=True):
         image = load_image(path)
-        with torch.no_grad():
-            (det,) = model([image.to(device)])
+        if args.tile is not None:
+            overlap = args.overlap if args.overlap is not None else args.tile // 4
+            det = detect_tiled(model, image.to(device), args.tile, overlap)
+        else:
+            if size is not None and max(image.shape[1:]) > size:
+                print(f"note: {path.name} is {image.shape[2]} x {image.shape[1]}, larger than the training size "
+                      f"{size}: it is shrunk to fit, and small objects shrink with it; pass --tile {size} to "
+                      f"detect by tiles at the training scale", file=sys.stderr)
+            with torch.no_grad():
+                (det,) = model([image.to(device)])
         det = {k: v.cpu() for k, v in det.items()}
         keep = det["scores"] >= args.score
         fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
@@ -328,11 +366,62 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_anchors_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m retina_edu anchors``."""
+    parser.add_argument("--data", required=True, help="a COCO or VOC folder (its annotations are read, not its images)")
+    parser.add_argument("--sizes", type=positive_float, nargs=5, default=None, metavar="S",
+                        help="the anchors to check (default: the paper's 32 64 128 256 512)")
+    parser.add_argument("--input-scales", type=positive_float, nargs="+", default=[1.0, 2.0], metavar="X",
+                        help="image resizes to try with the fitted sizes (default: %(default)s)")
+    parser.add_argument("--threshold", type=score_threshold, default=0.5,
+                        help="the IoU a positive anchor needs (the paper's %(default)s)")
+
+
+def run_anchors(args: argparse.Namespace) -> int:
+    """Print the dataset's object sizes, the anchors' coverage and the fitted sizes (notebook 11)."""
+    import torch
+
+    from retina_edu.anchors import PAPER_ANCHOR_SIZES, dataset_boxes, fit_anchor_sizes
+    from retina_edu.data import open_dataset
+
+    data = open_dataset(args.data)
+    boxes, sizes = dataset_boxes(data)
+    every = torch.cat(boxes) if boxes else torch.zeros(0, 4, dtype=torch.float64)
+    if len(every) == 0:
+        raise ValueError(f"{args.data}: no boxes to fit anchors to")
+    side = ((every[:, 2] - every[:, 0]) * (every[:, 3] - every[:, 1])).sqrt()
+    q = side.quantile(torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist()
+    shapes = sorted(set(sizes))
+    shown = ", ".join(f"{w} x {h}" for h, w in shapes[:3]) + (" ..." if len(shapes) > 3 else "")
+    print(f"{args.data}: {len(data)} images ({shown}), {len(every)} boxes")
+    print("object size sqrt(w*h), px: min {:.0f}, 10% {:.0f}, median {:.0f}, 90% {:.0f}, max {:.0f}".format(*q))
+    current = tuple(args.sizes) if args.sizes else PAPER_ANCHOR_SIZES
+    fit = fit_anchor_sizes(boxes, sizes, input_scales=tuple(args.input_scales), threshold=args.threshold,
+                           current_sizes=current)
+    print(f"current: {fit.current.summary()}")
+    for (scale, base), cov in fit.tried.items():
+        print(f"  input x{scale:g}, P3 base {base:g}: {cov.coverage:.1%} covered, {cov.num_unmatched} unmatched")
+    at_one = {base: cov for (scale, base), cov in fit.tried.items() if scale == 1.0}
+    if at_one:
+        base = max(at_one, key=lambda b: (at_one[b].num_objects - at_one[b].num_unmatched, b))
+        best = at_one[base]
+        flags = " ".join(f"{s:g}" for s in best.sizes)
+        print(f"recommended at the images' size: --anchor-sizes {flags}  ({best.coverage:.1%} covered, "
+              f"{best.num_unmatched} unmatched)")
+    if fit.input_scale != 1.0:
+        flags = " ".join(f"{s:g}" for s in fit.sizes)
+        print(f"best overall: images resized x{fit.input_scale:g} with --anchor-sizes {flags} "
+              f"({fit.coverage.coverage:.1%} covered; {fit.input_scale ** 2:g}x the compute per image)")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "shapes": Command("generate the synthetic shapes dataset (COCO format)", add_shapes_arguments, run_shapes),
     "train": Command("train a RetinaNet on a COCO or VOC folder", add_train_arguments, run_train),
     "evaluate": Command("COCO mAP of a checkpoint on a folder", add_evaluate_arguments, run_evaluate),
     "detect": Command("draw a checkpoint's detections on images", add_detect_arguments, run_detect),
+    "anchors": Command("check a dataset's boxes against the anchors and fit better sizes", add_anchors_arguments,
+                       run_anchors),
 }
 
 

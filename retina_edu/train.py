@@ -1,4 +1,4 @@
-"""Training: presets, the loop, checkpoints, several GPUs (notebook 07).
+"""Training: presets, the loop, checkpoints, a time budget, several GPUs (notebook 08).
 
 The loop is the one you would write by hand (``train_step`` below fits on a screen):
 
@@ -12,7 +12,8 @@ last step (``_record_step`` after each, a checkpoint every ``checkpoint_every`` 
 
 Around it: a preset (``Preset.cpu()`` / ``Preset.gpu()``), the paper's SGD (momentum 0.9,
 weight decay 1e-4, lr 0.01 per 16 images, scaled with the batch) or AdamW, a linear warmup then
-cosine or step decay, mixed precision on CUDA, a progress bar, a NaN guard that never saves broken
+cosine or step decay, mixed precision on CUDA, a progress bar, a time budget (``minutes``: the
+steps are fitted to the machine and the whole schedule runs over them), a NaN guard that never saves broken
 weights, atomic checkpoints that resume to the same weights (also after Ctrl-C) and open without
 running any code (``weights_only=True``), and DistributedDataParallel when started by ``torchrun``
 (the device helpers live in :mod:`retina_edu.device`).
@@ -94,6 +95,15 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 # Settings a resumed run may change: they do not alter the weights a step computes.
 RESUMABLE_CHANGES = ("epochs", "num_workers", "checkpoint_every", "eval_every")
+# A time budget (train(minutes=...)): the steps after the first (which includes start-up) are timed
+# up to this many, all within the warmup when it is that long (the warmup does not depend on the
+# number of steps, so no step is taken at a learning rate the plan would change).
+BUDGET_MEASURED_STEPS = 10
+# Plan to end at 97% of the budget: step times drift (other programs, checkpoints, a live plot).
+BUDGET_SAFETY = 0.97
+# Validation is timed on this many images and extrapolated, plus 10% for COCOeval's own work.
+BUDGET_EVAL_SAMPLE, BUDGET_EVAL_OVERHEAD = 8, 1.1
+_clock: Callable[[], float] = time.perf_counter  # the budget's clock; tests put a fake one here
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,6 +577,9 @@ class TrainResult:
         checkpoint: the ``last.pt`` written, or None without ``out_dir``.
         metrics: the last COCO evaluation on ``val_data``, or None.
         preset: the settings of the run.
+        plan: with a time budget, what it planned: ``{"minutes", "steps", "batch_size", "warmup_steps",
+            "planned_at" (the step the plan was made at), "step_s" (seconds per step, timed), "eval_s"
+            (one validation, estimated)}``; else None.
     """
 
     model: RetinaNet
@@ -574,11 +587,16 @@ class TrainResult:
     checkpoint: Path | None
     metrics: EvalResult | None = None
     preset: Preset | None = None
+    plan: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Run:
-    """What stays fixed during a run: the settings, its size in steps, and where things go."""
+    """What stays fixed during a run: the settings, its size in steps, and where things go.
+
+    ``total_steps`` and ``last_step`` change once, in a run with a time budget: when the measured
+    first steps have set the plan (``_plan_budget``). The schedule reads ``total_steps`` then.
+    """
 
     preset: Preset
     device: torch.device
@@ -591,6 +609,8 @@ class _Run:
     last_step: int  # where this call stops (``max_steps``)
     out_dir: Path | None
     callbacks: tuple[Callable[[str, dict], None], ...]
+    budget: _Budget | None = None
+    warmup_steps: int | None = None  # the schedule's warmup: the preset's, or shortened by the plan
 
     @property
     def is_main(self) -> bool:
@@ -599,6 +619,23 @@ class _Run:
     @property
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
+
+@dataclass
+class _Budget:
+    """A time budget being planned: ``minutes`` from ``start`` (a ``_clock()`` reading when ``train``
+    was called, ``done`` steps in); steps ``first`` + 1 to ``last`` are timed, and at step ``last`` the
+    plan is made."""
+
+    minutes: float
+    start: float
+    done: int  # steps taken before this call
+    first: int
+    last: int
+    max_steps: int | None
+    val_data: Dataset | None
+    first_time: float | None = None
+    plan: dict[str, Any] | None = None  # what the checkpoint records, once made
 
 
 @dataclass
@@ -725,6 +762,7 @@ def train(
     max_steps: int | None = None,
     model: RetinaNet | None = None,
     resume_from: str | Path | None = None,
+    minutes: float | None = None,
 ) -> TrainResult:
     """Train a RetinaNet on ``train_data`` with ``preset``.
 
@@ -748,6 +786,11 @@ def train(
             torchvision's calling convention works (benchmarks train torchvision's RetinaNet with
             this loop); one without a ``config`` cannot be checkpointed (``out_dir`` must be None).
         resume_from: continue from this checkpoint file (or run folder) instead.
+        minutes: a time budget instead of ``preset.epochs``: the first steps are timed (and one
+            validation batch), then the number of steps is set so that training, validation
+            included, ends within ``minutes``, and the whole schedule (warmup, then the decay to its
+            end) runs over those steps. The plan is printed, and the checkpoint records it: a resumed
+            run finishes the same plan, with or without ``minutes`` (its value is then ignored).
 
     Raises:
         TrainingDiverged: the loss or the weights became NaN or infinite. The last good checkpoint
@@ -756,8 +799,12 @@ def train(
         OutputError: ``out_dir`` is not a writable folder, or a write failed (disk full).
         ValueError: the data, the model or the checkpoint do not fit together (the message says how).
     """
+    start = _clock()
     classes = _check_datasets(train_data, val_data)
     resume_from = _resume_source(resume, resume_from, out_dir)
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, Real)
+                                or not math.isfinite(minutes) or minutes <= 0):
+        raise ValueError(f"minutes must be a number > 0 or None, got {minutes!r}")
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
         # Tiny gradients of the sigma = 0.01 heads underflow into denormal floats, which x86 CPUs
@@ -776,19 +823,31 @@ def train(
             raise ValueError(f"out_dir={str(out_dir)!r}: this model has no .config, so train() cannot write a "
                              f"checkpoint of it; pass out_dir=None (or give the model a RetinaNetConfig)")
         out_dir = check_output_folder(out_dir) if rank == 0 else Path(out_dir)
+    saved = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
     run = _plan_run(preset, len(train_data), device, rank, world, out_dir, max_steps, callbacks)
+    run.warmup_steps = preset.warmup_steps
+    run.budget = budget = _start_budget(run, saved, minutes, start, max_steps, val_data)
     state = _new_state(model, preset, classes, train_data, run, fingerprint=bool(out_dir or resume_from))
-    if resume_from is not None:
-        _resume(state, resume_from, run)
+    if budget is not None:
+        state.record["plan"] = budget.plan
+    if saved is not None:
+        _resume(state, resume_from, run, saved)
     if world > 1:
         state.model = nn.parallel.DistributedDataParallel(
             state.model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    first_step = state.step
     metrics = _train_loop(state, run, train_data, val_data, progress)
     metrics = _finish(state, run, val_data) or metrics
+    if budget is not None and run.is_main:
+        seconds = _clock() - start
+        steps = f"{state.step} steps" if first_step == 0 else f"steps {first_step + 1}-{state.step} (resumed)"
+        print(f"trained {steps} in {seconds // 60:.0f} min {seconds % 60:02.0f} s "
+              f"(budget {budget.minutes:g} min, validation included)", flush=True)
     result_model = _unwrap(state.model)
     result_model.eval()
-    return TrainResult(result_model, state.history, run.checkpoint_path, metrics, preset)
+    return TrainResult(result_model, state.history, run.checkpoint_path, metrics, preset,
+                       budget.plan if budget is not None else None)
 
 
 def _check_datasets(train_data: Dataset, val_data: Dataset | None) -> list[str]:
@@ -842,12 +901,126 @@ def _plan_run(preset, num_images, device, rank, world, out_dir, max_steps, callb
                 steps_per_epoch, total_steps, last_step, out_dir, tuple(callbacks))
 
 
+def _start_budget(run: _Run, saved: dict[str, Any] | None, minutes: float | None, start: float,
+                  max_steps: int | None, val_data: Dataset | None) -> _Budget | None:
+    """The run's time budget, or None for a run of ``preset.epochs``.
+
+    A checkpoint that recorded a plan is finished as planned (``run`` is set to its steps, whatever
+    ``minutes`` says now); one interrupted before its plan was made plans again, with its minutes
+    when none are given. Otherwise ``minutes`` starts a plan: the run stops at step ``last`` (the
+    end of the timing), where ``_plan_budget`` sets its real length.
+    """
+    if saved is not None and "plan" not in saved:  # a run of epochs (or from before budgets existed)
+        if minutes is not None and run.is_main:
+            print(f"the checkpoint is of a run without a time budget: finishing it as it was ({run.total_steps} "
+                  f"steps), minutes={minutes:g} ignored; start in another folder to train for minutes", flush=True)
+        return None
+    plan = saved.get("plan") if saved is not None else None
+    if plan is not None and plan.get("steps") is not None:
+        run.total_steps, run.warmup_steps = plan["steps"], plan.get("warmup_steps", run.warmup_steps)
+        run.last_step = plan["steps"] if max_steps is None else min(plan["steps"], max_steps)
+        if run.is_main:
+            print(f"resuming the plan its checkpoint recorded: {plan['steps']} steps of batch "
+                  f"{plan['batch_size']} in {plan['minutes']:g} minutes", flush=True)
+        return _Budget(plan["minutes"], start, saved["step"], 0, 0, max_steps, None, plan=plan)
+    if minutes is None and plan is not None:
+        minutes = plan["minutes"]
+    if minutes is None:
+        return None
+    done = saved["step"] if saved is not None else 0
+    # Timed: the steps after the first of this call (start-up), within the warmup where it can be.
+    last = done + max(2, min(BUDGET_MEASURED_STEPS + 1, run.preset.warmup_steps - done))
+    last = last if max_steps is None else max(done + 1, min(last, max_steps))
+    first = done + 1 if last - done >= 2 else done
+    run.last_step = last
+    plan = {"minutes": float(minutes), "steps": None, "batch_size": run.batch_size * run.world}
+    return _Budget(float(minutes), start, done, first, last, max_steps, val_data, plan=plan)
+
+
+def _steps_in_budget(budget_s: float, elapsed_s: float, done: int, step_s: float, eval_s: float,
+                     steps_per_epoch: int, eval_every: int) -> int:
+    """How many steps in total fit in ``budget_s`` seconds (times ``BUDGET_SAFETY``).
+
+    ``elapsed_s`` have gone by (start-up and the ``done`` steps); each further step takes ``step_s``;
+    each validation ``eval_s``: the final one, and one every ``eval_every`` epochs before it. At
+    least ``done`` (the steps taken are not undone).
+    """
+    left = budget_s * BUDGET_SAFETY - elapsed_s - eval_s
+    step_s = max(step_s, 1e-9)
+    steps = done + max(0, math.floor(left / step_s))
+    if eval_every > 0:  # the evaluations during training, counted at the length found without them
+        periodic = max(0, (steps - 1) // steps_per_epoch // eval_every)
+        steps = done + max(0, math.floor((left - periodic * eval_s) / step_s))
+    return max(steps, done)
+
+
+def _time_validation(model: nn.Module, val_data: Dataset, device: torch.device) -> float:
+    """Seconds one validation over ``val_data`` should take: ``BUDGET_EVAL_SAMPLE`` images timed, after
+    the same batch once untimed (the first call sets up the kernels for evaluation), the random
+    generators untouched (a planned run then trains as it would without the timing)."""
+    from .evaluate import predict
+
+    n = min(BUDGET_EVAL_SAMPLE, len(val_data))
+    with torch.random.fork_rng(devices=[]):
+        predict(model, Subset(val_data, range(n)), batch_size=n, device=device, progress=False)  # warm-up
+        tick = _clock()
+        predict(model, Subset(val_data, range(n)), batch_size=n, device=device, progress=False)
+        seconds = _clock() - tick
+    return seconds * len(val_data) / n * BUDGET_EVAL_OVERHEAD
+
+
+def _plan_budget(state: _TrainState, run: _Run, bar) -> None:
+    """At step ``budget.last`` (or earlier if the budget is spent): from the timed steps and one timed
+    validation batch, set the run's length so that it ends within the budget, record the plan, print it."""
+    budget = run.budget
+    now = _clock()
+    if state.step == budget.first:
+        budget.first_time = now
+    spent = now - budget.start >= budget.minutes * 60 * BUDGET_SAFETY
+    if state.step < budget.last and (run.world > 1 or not spent):
+        return  # still timing (alone, a budget already spent is planned at once: it ends here)
+    if budget.first_time is not None and state.step > budget.first:
+        step_s, timed = (now - budget.first_time) / (state.step - budget.first), f"{budget.first + 1}-{state.step}"
+    else:  # no step after the first: start-up included
+        step_s, timed = (now - budget.start) / (state.step - budget.done), f"{budget.done + 1}-{state.step}"
+    eval_s = 0.0
+    if budget.val_data is not None and run.is_main:
+        eval_s = _time_validation(_unwrap(state.model), budget.val_data, run.device)
+        state.model.train()
+    elapsed = _clock() - budget.start
+    if run.world > 1:  # every process must plan the same steps: the slowest sets them
+        measured = torch.tensor([step_s, eval_s, elapsed], device=run.device, dtype=torch.float64)
+        dist.all_reduce(measured, op=dist.ReduceOp.MAX)
+        step_s, eval_s, elapsed = measured.tolist()
+    steps = _steps_in_budget(budget.minutes * 60, elapsed, state.step, step_s, eval_s, run.steps_per_epoch,
+                             run.preset.eval_every)
+    run.total_steps = steps
+    run.last_step = steps if budget.max_steps is None else min(steps, budget.max_steps)
+    # A run too short for the preset's warmup would end before its decay begins: the warmup then
+    # takes half the run (and ends no earlier than now, the steps taken keep their rates).
+    run.warmup_steps = min(run.preset.warmup_steps, max(state.step, steps // 2))
+    budget.plan.update(steps=steps, warmup_steps=run.warmup_steps, planned_at=state.step,
+                       step_s=round(step_s, 4), eval_s=round(eval_s, 2))
+    state.record["plan"] = budget.plan
+    bar.total = run.last_step
+    bar.refresh()
+    if run.is_main:
+        note = "" if steps > state.step else " (the budget is too short: it ends here)"
+        message = (f"plan: about {steps} steps of batch {budget.plan['batch_size']} in {budget.minutes:g} minutes "
+                   f"on this machine ({step_s:.2f} s per step, timed over steps {timed}; "
+                   f"validation about {eval_s:.0f} s){note}")
+        if bar.disable:
+            print(message, flush=True)
+        else:
+            bar.write(message)  # above the progress bar
+
+
 def _new_state(model, preset, classes, train_data, run: _Run, fingerprint: bool) -> _TrainState:
     """Optimiser (lr scaled with the total batch), warmup + decay schedule, a gradient scaler, and what
     the checkpoint records (with the data's fingerprint when it will be written or compared)."""
     optimizer = make_optimizer(model, preset, preset.lr(run.world))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, run.total_steps, preset.warmup_steps, preset.schedule))
+        optimizer, lambda s: lr_factor(s, run.total_steps, run.warmup_steps, preset.schedule))
     scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     config = getattr(model, "config", None)
     record = {
@@ -860,10 +1033,9 @@ def _new_state(model, preset, classes, train_data, run: _Run, fingerprint: bool)
     return _TrainState(model, optimizer, scheduler, scaler, record)
 
 
-def _resume(state: _TrainState, path: Path, run: _Run) -> None:
-    """Load a checkpoint into ``state``, after checking that it continues this run (same classes,
-    same data, same settings except those in ``RESUMABLE_CHANGES``)."""
-    saved = load_checkpoint(path, map_location=run.device)
+def _resume(state: _TrainState, path: Path, run: _Run, saved: dict[str, Any]) -> None:
+    """Load ``saved`` (the checkpoint read from ``path``) into ``state``, after checking that it continues
+    this run (same classes, same data, same settings except those in ``RESUMABLE_CHANGES``)."""
     path = path / CHECKPOINT_NAME if path.is_dir() else path
     classes = state.record["classes"]
     if list(saved["classes"]) != classes:
@@ -945,6 +1117,8 @@ def _run_epoch(state: _TrainState, run: _Run, loader: DataLoader, bar, stop: _St
         state.step += 1
         state.in_step = False
         tick = _record_step(state, run, out, tick, bar)
+        if run.budget is not None and run.budget.plan["steps"] is None:
+            _plan_budget(state, run, bar)
         if state.step % run.preset.checkpoint_every == 0:
             _save_run(state, run, history=False)
         if state.step >= run.last_step or state.step % run.steps_per_epoch == 0 or stop.agreed(run.world, run.device):

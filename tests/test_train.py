@@ -294,3 +294,123 @@ def test_preset_model_config_passes_every_model_setting_on():
             max_size=preset.image_size, gamma=preset.gamma, alpha=preset.alpha,
             prior_probability=preset.prior_probability, **preset.model_overrides)
         assert preset.model_config(3) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# A time budget: train(minutes=...) (timed against a fake clock: no assertion depends on this machine)
+# ---------------------------------------------------------------------------------------------
+class FakeClock:
+    """A clock that advances ``dt`` seconds each time it is read: every timed step "takes" ``dt``."""
+
+    def __init__(self, dt):
+        self.now, self.dt = 0.0, dt
+
+    def __call__(self):
+        self.now += self.dt
+        return self.now
+
+
+def test_steps_in_budget_leave_room_for_validation_and_never_undo_steps():
+    from retina_edu.train import BUDGET_SAFETY, _steps_in_budget
+
+    # 60 s, 10 s gone, 1 s per step, a 5 s validation at the end: the rest of 60 * 0.97 s in steps
+    assert _steps_in_budget(60, 10, 10, 1.0, 5.0, 100, 0) == 10 + int(60 * BUDGET_SAFETY - 10 - 5)
+    # one validation every epoch of 10 steps costs 5 s each
+    with_evals = _steps_in_budget(60, 10, 10, 1.0, 5.0, 10, 1)
+    assert with_evals < _steps_in_budget(60, 10, 10, 1.0, 5.0, 10, 0) - 10
+    assert _steps_in_budget(60, 100, 10, 1.0, 5.0, 100, 0) == 10  # over budget already: stop where it is
+
+
+def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(tiny, tmp_path, monkeypatch, capsys):
+    import retina_edu.train as train_module
+
+    monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))  # 1 s per step
+    preset = tiny_preset(warmup_steps=4, epochs=1)  # epochs is 6 steps: the budget decides instead
+    result = train(preset, tiny, out_dir=tmp_path, progress=False, minutes=0.25)
+    plan = load_checkpoint(tmp_path)["plan"]
+    steps = len(result.history["train"])
+    assert plan["steps"] == steps and plan["step_s"] == 1.0 and plan["batch_size"] == 4
+    assert steps * plan["step_s"] <= 15 < (steps + 3) * plan["step_s"]  # it fits in the 15 s, and fills them
+    lrs = [r["lr"] for r in result.history["train"]]
+    assert max(lrs) == pytest.approx(preset.lr(), rel=0.05)  # the warmup reached the full rate
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # and the cosine decay its end
+    out = capsys.readouterr().out
+    assert f"about {steps} steps of batch 4 in 0.25 minutes on this machine" in out
+    assert f"trained {steps} steps in" in out
+
+
+def test_a_resumed_budget_run_finishes_the_same_plan_without_minutes(tiny, tmp_path, monkeypatch):
+    import retina_edu.train as train_module
+
+    preset = tiny_preset(warmup_steps=4, epochs=1)
+    monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
+    straight = train(preset, tiny, out_dir=tmp_path / "a", progress=False, minutes=0.25)
+    monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
+    first = train(preset, tiny, out_dir=tmp_path / "b", progress=False, minutes=0.25, max_steps=7)
+    assert len(first.history["train"]) == 7
+    assert load_checkpoint(tmp_path / "b")["plan"] == load_checkpoint(tmp_path / "a")["plan"]
+    # how notebook 09 finishes notebook 08's run: the preset from the checkpoint, no minutes, a slower clock
+    monkeypatch.setattr(train_module, "_clock", FakeClock(100.0))
+    saved = Preset.from_dict(load_checkpoint(tmp_path / "b")["preset"])
+    resumed = train(saved, tiny, out_dir=tmp_path / "b", progress=False, resume=True)
+    assert [r["loss"] for r in resumed.history["train"]] == [r["loss"] for r in straight.history["train"]]
+    assert resumed.history["train"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_time_budget_reserves_the_validation_time(tiny, monkeypatch):
+    import retina_edu.train as train_module
+
+    preset = tiny_preset(warmup_steps=4, epochs=1)
+    monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
+    without = train(preset, tiny, progress=False, minutes=0.25, max_steps=4)
+    monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
+    with_val = train(preset, tiny, tiny, progress=False, minutes=0.25, max_steps=4)
+    assert with_val.plan["eval_s"] > 0 and without.plan["eval_s"] == 0
+    assert with_val.plan["steps"] < without.plan["steps"]
+
+
+def test_minutes_must_be_a_positive_number(tiny):
+    for bad in (0, -1, float("nan"), "5", True):
+        with pytest.raises(ValueError, match="minutes must be a number > 0"):
+            train(tiny_preset(), tiny, progress=False, minutes=bad)
+
+
+def test_minutes_do_not_stretch_a_checkpoint_of_a_run_of_epochs(tiny, tmp_path, capsys):
+    preset = tiny_preset(epochs=1)
+    train(preset, tiny, out_dir=tmp_path, progress=False, max_steps=2)
+    resumed = train(preset, tiny, out_dir=tmp_path, progress=False, resume=True, minutes=5)
+    assert len(resumed.history["train"]) == 6 and resumed.plan is None  # the epoch it was planned for
+    assert "without a time budget" in capsys.readouterr().out
+
+
+def test_the_command_line_passes_minutes_on_and_refuses_them_with_epochs(tiny_shapes, tmp_path, monkeypatch, capsys):
+    import retina_edu.train as train_module
+    from retina_edu.__main__ import main
+
+    seen = {}
+
+    def fake_train(*args, **kwargs):
+        seen.update(kwargs)
+        return train_module.TrainResult(None, {"train": [], "eval": []}, None)
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    assert main(["train", "--data", str(tiny_shapes), "--out", str(tmp_path / "run"), "--minutes", "2.5"]) == 0
+    assert seen["minutes"] == 2.5
+    assert main(["train", "--data", str(tiny_shapes), "--out", str(tmp_path / "run"), "--minutes", "0"]) == 2
+    assert "argument --minutes: must be a number > 0" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny_shapes), "--out", str(tmp_path), "--minutes", "5", "--epochs", "2"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_budget_shorter_than_the_warmup_shortens_it_and_still_ends_the_decay(tiny, monkeypatch):
+    import retina_edu.train as train_module
+
+    monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
+    preset = tiny_preset(warmup_steps=50, epochs=1)  # 50 steps of warmup, but about 14 s for steps
+    result = train(preset, tiny, progress=False, minutes=0.25)
+    plan, lrs = result.plan, [r["lr"] for r in result.history["train"]]
+    assert plan["planned_at"] < plan["steps"] == len(lrs) < 50
+    assert plan["planned_at"] <= plan["warmup_steps"] < plan["steps"]
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
