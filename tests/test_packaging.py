@@ -47,8 +47,10 @@ def test_environment_yml_installs_the_package_itself():
     assert "- -e ." in (ROOT / "environment.yml").read_text()
 
 
-def test_ci_runs_make_test():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_lint_then_make_test():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make lint" in ci and "make test" in ci
+    assert ci.index("make lint") < ci.index("make test")
 
 
 def test_readme_shows_the_two_commands_first():
