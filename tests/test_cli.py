@@ -185,9 +185,10 @@ def test_val_data_with_other_classes_is_refused_before_training(trained_run, tin
 
 
 def test_an_out_that_is_a_file_fails_before_training(tiny_shapes, tmp_path, monkeypatch, capsys):
-    import retina_edu.train
+    import retina_edu.train.checkpoints
+    import retina_edu.train.loop
 
-    monkeypatch.setattr(retina_edu.train, "train_step", _never_called)
+    monkeypatch.setattr(retina_edu.train.loop, "train_step", _never_called)
     (tmp_path / "file").write_text("not a folder")
     for out in (tmp_path / "file", tmp_path / "file" / "run"):
         assert main(["train", "--data", str(tiny_shapes), "--out", str(out), *TRAIN]) == 1
@@ -197,9 +198,10 @@ def test_an_out_that_is_a_file_fails_before_training(tiny_shapes, tmp_path, monk
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_out_fails_before_training(tiny_shapes, tmp_path, monkeypatch, capsys):
-    import retina_edu.train
+    import retina_edu.train.checkpoints
+    import retina_edu.train.loop
 
-    monkeypatch.setattr(retina_edu.train, "train_step", _never_called)
+    monkeypatch.setattr(retina_edu.train.loop, "train_step", _never_called)
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
@@ -215,12 +217,13 @@ def _never_called(*args, **kwargs):
 
 
 def test_a_full_disk_is_one_line_naming_the_file(tiny_shapes, tmp_path, monkeypatch, capsys):
-    import retina_edu.train
+    import retina_edu.train.checkpoints
+    import retina_edu.train.loop
 
     def disk_full(path, write):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(retina_edu.train, "write_atomic", disk_full)
+    monkeypatch.setattr(retina_edu.train.checkpoints, "write_atomic", disk_full)
     run = tmp_path / "run"
     assert main(["train", "--data", str(tiny_shapes), "--out", str(run), *TRAIN]) == 1
     err = _error_line(capsys)
@@ -228,11 +231,12 @@ def test_a_full_disk_is_one_line_naming_the_file(tiny_shapes, tmp_path, monkeypa
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tiny_shapes, tmp_path, monkeypatch, capsys):
-    import retina_edu.train
+    import retina_edu.train.checkpoints
+    import retina_edu.train.loop
 
     straight = tmp_path / "straight"
     assert main(["train", "--data", str(tiny_shapes), "--out", str(straight), *TRAIN]) == 0
-    real_step, calls = retina_edu.train.train_step, []
+    real_step, calls = retina_edu.train.loop.train_step, []
 
     def interrupted_step(*args, **kwargs):
         calls.append(1)
@@ -240,7 +244,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tiny_shapes, tmp_path, m
             os.kill(os.getpid(), signal.SIGINT)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(retina_edu.train, "train_step", interrupted_step)
+    monkeypatch.setattr(retina_edu.train.loop, "train_step", interrupted_step)
     run = tmp_path / "run"
     argv = ["train", "--data", str(tiny_shapes), "--out", str(run), "--checkpoint-every", "100", *TRAIN]
     assert main(argv) == 130
@@ -248,7 +252,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tiny_shapes, tmp_path, m
     assert "after step 3 of 6" in err and str(run / "last.pt") in err and "--resume" in err
     saved = load_checkpoint(run)
     assert saved["step"] == 3 and saved["preset"]["checkpoint_every"] == 100
-    monkeypatch.setattr(retina_edu.train, "train_step", real_step)
+    monkeypatch.setattr(retina_edu.train.loop, "train_step", real_step)
     assert main([*argv, "--resume"]) == 0
     a, b = load_checkpoint(straight), load_checkpoint(run)
     assert [r["loss"] for r in a["history"]["train"]] == [r["loss"] for r in b["history"]["train"]]

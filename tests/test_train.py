@@ -95,7 +95,7 @@ def test_nan_guard_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny
 
 
 def test_nan_guard_with_clean_images_suggests_what_to_try(tiny, monkeypatch):
-    import retina_edu.train as train_module
+    import retina_edu.train.loop as train_module  # train_step is looked up there
 
     real_step = train_module.train_step
 
@@ -178,7 +178,7 @@ def test_ddp_with_two_gloo_processes_trains_and_keeps_ranks_identical(tiny_shape
 def test_nan_guard_never_saves_non_finite_weights_and_names_the_good_checkpoint(tiny, tmp_path, monkeypatch):
     """A finite loss can still come with an update that breaks the weights (a huge learning rate):
     the checkpoint after it must not be written, and the message must name the one before."""
-    import retina_edu.train as train_module
+    import retina_edu.train.loop as train_module  # train_step is looked up there
 
     real_step, calls = train_module.train_step, []
 
@@ -200,7 +200,7 @@ def test_nan_guard_never_saves_non_finite_weights_and_names_the_good_checkpoint(
 
 
 def test_nan_guard_says_there_is_no_good_checkpoint_when_the_first_one_would_be_broken(tiny, tmp_path, monkeypatch):
-    import retina_edu.train as train_module
+    import retina_edu.train.loop as train_module  # train_step is looked up there
 
     real_step = train_module.train_step
 
@@ -247,7 +247,7 @@ def test_out_dir_for_a_model_without_config_is_an_error(tiny, tmp_path):
 def test_an_interrupt_inside_a_step_saves_nothing_half_done(tiny, tmp_path, monkeypatch):
     """A KeyboardInterrupt that cuts a step short (a second Ctrl-C) must not leave a checkpoint of a
     half-updated model: the message names the last good one instead."""
-    import retina_edu.train as train_module
+    import retina_edu.train.loop as train_module  # train_step is looked up there
 
     real_step, calls = train_module.train_step, []
 
@@ -322,7 +322,7 @@ def test_steps_in_budget_leave_room_for_validation_and_never_undo_steps():
 
 
 def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(tiny, tmp_path, monkeypatch, capsys):
-    import retina_edu.train as train_module
+    import retina_edu.train.budget as train_module  # the budget's clock lives there
 
     monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))  # 1 s per step
     preset = tiny_preset(warmup_steps=4, epochs=1)  # epochs is 6 steps: the budget decides instead
@@ -340,7 +340,7 @@ def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(t
 
 
 def test_a_resumed_budget_run_finishes_the_same_plan_without_minutes(tiny, tmp_path, monkeypatch):
-    import retina_edu.train as train_module
+    import retina_edu.train.budget as train_module  # the budget's clock lives there
 
     preset = tiny_preset(warmup_steps=4, epochs=1)
     monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
@@ -360,7 +360,7 @@ def test_a_resumed_budget_run_finishes_the_same_plan_without_minutes(tiny, tmp_p
 
 
 def test_a_time_budget_reserves_the_validation_time(tiny, monkeypatch):
-    import retina_edu.train as train_module
+    import retina_edu.train.budget as train_module  # the budget's clock lives there
 
     preset = tiny_preset(warmup_steps=4, epochs=1)
     monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
@@ -405,7 +405,7 @@ def test_the_command_line_passes_minutes_on_and_refuses_them_with_epochs(tiny_sh
 
 
 def test_a_budget_shorter_than_the_warmup_shortens_it_and_still_ends_the_decay(tiny, monkeypatch):
-    import retina_edu.train as train_module
+    import retina_edu.train.budget as train_module  # the budget's clock lives there
 
     monkeypatch.setattr(train_module, "_clock", FakeClock(1.0))
     preset = tiny_preset(warmup_steps=50, epochs=1)  # 50 steps of warmup, but about 14 s for steps
