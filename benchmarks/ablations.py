@@ -37,10 +37,14 @@ from retina_edu.files import write_atomic  # noqa: E402
 STUDIES = ("gamma_alpha", "prior", "anchors", "ohem", "figure4")
 # The paper's orderings, checked seed by seed: (study, the setting the paper found better, the other)
 CLAIMS = (
-    ("gamma_alpha", "CE α=0.75", "CE α=0.25"), ("gamma_alpha", "CE α=0.75", "CE α=0.5"),
-    ("gamma_alpha", "FL γ=0.5 α=0.5", "CE α=0.75"), ("gamma_alpha", "FL γ=2 α=0.25", "CE α=0.75"),
-    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=0.5 α=0.5"), ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=1 α=0.25"),
-    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=5 α=0.25"), ("anchors", "anchors 3×3", "anchors 1×1"),
+    ("gamma_alpha", "CE α=0.75", "CE α=0.25"),
+    ("gamma_alpha", "CE α=0.75", "CE α=0.5"),
+    ("gamma_alpha", "FL γ=0.5 α=0.5", "CE α=0.75"),
+    ("gamma_alpha", "FL γ=2 α=0.25", "CE α=0.75"),
+    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=0.5 α=0.5"),
+    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=1 α=0.25"),
+    ("gamma_alpha", "FL γ=2 α=0.25", "FL γ=5 α=0.25"),
+    ("anchors", "anchors 3×3", "anchors 1×1"),
     ("ohem", "FL γ=2 α=0.25", "OHEM 1:3"),
 )
 
@@ -51,8 +55,9 @@ def build_runs(args, num_train: int) -> list[tuple[str, ab.Ablation]]:
     budget = dict(steps=steps, val_images=args.val_images, preset={"base_lr": args.base_lr, **args.preset}, **common)
     if args.trunk_steps:
         # the trunk's own evaluation uses 100 val images, as the notebook's: the same trunk serves both
-        budget["trunk"] = ab.pretrained_trunk(steps=args.trunk_steps, preset={"base_lr": args.base_lr},
-                                              val_images=100, **common)
+        budget["trunk"] = ab.pretrained_trunk(
+            steps=args.trunk_steps, preset={"base_lr": args.base_lr}, val_images=100, **common
+        )
         budget["freeze_trunk"] = not args.finetune
     runs: list[tuple[str, ab.Ablation]] = []
     if "gamma_alpha" in args.studies or "figure4" in args.studies:
@@ -126,38 +131,56 @@ def figures(results: list[tuple[str, ab.AblationResult]], out: Path, seed: int =
     by_study: dict[str, list[ab.AblationResult]] = {}
     for study, r in results:
         by_study.setdefault(study, []).append(r)
-    for study, title in (("gamma_alpha", "Table 1a/1b: CE by α, FL by γ"),
-                         ("anchors", "Table 1c: anchors per location"),
-                         ("ohem", "Table 1d: OHEM vs FL")):
+    for study, title in (
+        ("gamma_alpha", "Table 1a/1b: CE by α, FL by γ"),
+        ("anchors", "Table 1c: anchors per location"),
+        ("ohem", "Table 1d: OHEM vs FL"),
+    ):
         if study not in by_study:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
         for ax, metric in zip(axes, ("AP", "AP50")):
             stats = ab.summarise(by_study[study], metric)
-            plot_ablation_bars({k: v["values"] + [math.nan] * v["diverged"] for k, v in stats.items()}, ax=ax,
-                               ylabel=f"val {metric}", title=f"{title} ({metric})")
+            plot_ablation_bars(
+                {k: v["values"] + [math.nan] * v["diverged"] for k, v in stats.items()},
+                ax=ax,
+                ylabel=f"val {metric}",
+                title=f"{title} ({metric})",
+            )
         fig.tight_layout()
         paths.append(out / f"ablations_{study}.png")
         fig.savefig(paths[-1])
         plt.close(fig)
     if "prior" in by_study:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_loss_curves({r.name: r.history["classification"] + ([math.nan] if r.diverged_at else [])
-                          for r in by_study["prior"]}, ax=ax, ylabel="classification loss",
-                         title="Prior init: CE with and without π = 0.01 (paper's SGD)")
+        plot_loss_curves(
+            {r.name: r.history["classification"] + ([math.nan] if r.diverged_at else []) for r in by_study["prior"]},
+            ax=ax,
+            ylabel="classification loss",
+            title="Prior init: CE with and without π = 0.01 (paper's SGD)",
+        )
         fig.tight_layout()
         paths.append(out / "ablations_prior.png")
         fig.savefig(paths[-1])
         plt.close(fig)
-    figure4 = [r for s, r in results if s == "gamma_alpha" and r.ablation.seed == seed
-               and r.name in ("FL γ=2 α=0.25", "CE α=0.75") and r.anchor_logits_path]
+    figure4 = [
+        r
+        for s, r in results
+        if s == "gamma_alpha"
+        and r.ablation.seed == seed
+        and r.name in ("FL γ=2 α=0.25", "CE α=0.75")
+        and r.anchor_logits_path
+    ]
     if figure4:
         fig, axes = plt.subplots(len(figure4), 2, figsize=(9, 3.3 * len(figure4)), squeeze=False)
         for row, r in zip(axes, figure4):
             losses = ab.anchor_losses(ab.load_anchor_logits(r))
             for ax, group in zip(row, ("positive", "negative")):
-                plot_loss_cdfs({g: ab.loss_cdf(v[group]) for g, v in losses.items()}, ax=ax,
-                               title=f"{group} anchors, model trained with {r.name}")
+                plot_loss_cdfs(
+                    {g: ab.loss_cdf(v[group]) for g, v in losses.items()},
+                    ax=ax,
+                    title=f"{group} anchors, model trained with {r.name}",
+                )
         fig.tight_layout()
         paths.append(out / "ablations_figure4.png")
         fig.savefig(paths[-1])
@@ -179,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune", action="store_true", help="train the trunk too (default: frozen)")
     parser.add_argument("--prior-steps", type=int, default=40, help="steps of the prior-init runs")
     parser.add_argument("--studies", nargs="+", choices=STUDIES, default=list(STUDIES))
-    parser.add_argument("--preset", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="other Preset fields for the sweep, e.g. base_lr=0.004 backbone=resnet34")
+    parser.add_argument(
+        "--preset",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other Preset fields for the sweep, e.g. base_lr=0.004 backbone=resnet34",
+    )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "shapes")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "data" / "ablations")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -204,14 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     val_data = CocoDetection.from_folder(splits["val"])
     runs = build_runs(args, len(train_data))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"{len(runs)} runs, cache {args.cache_dir}, device {device}",
-          flush=True)
+    print(f"{len(runs)} runs, cache {args.cache_dir}, device {device}", flush=True)
 
     results, rows, start = [], [], time.perf_counter()
     for i, (study, ablation) in enumerate(runs, 1):
         val = None if study == "prior" else val_data  # the prior runs are about the loss curve only
-        r = ab.run_ablation(ablation, train_data, val, cache_dir=args.cache_dir, device=args.device,
-                            progress=args.progress)
+        r = ab.run_ablation(
+            ablation, train_data, val, cache_dir=args.cache_dir, device=args.device, progress=args.progress
+        )
         results.append((study, r))
         rows.append(result_row(r, study))
         if r.metrics:
@@ -221,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ap = f"class loss {r.history['classification'][0]:.3g} -> {r.history['classification'][-1]:.3g}"
         took = "cached" if r.cached else f"{r.seconds:.0f} s"
-        print(f"[{i:2d}/{len(runs)}] {study:11s} {r.name:<22s} seed {ablation.seed}  {r.steps:4d} steps  {ap}  {took}",
-              flush=True)
+        print(
+            f"[{i:2d}/{len(runs)}] {study:11s} {r.name:<22s} seed {ablation.seed}  {r.steps:4d} steps  {ap}  {took}",
+            flush=True,
+        )
     path = write_rows(args.out / "ablations.csv", rows)
     print(f"\n{path} ({len(rows)} rows) in {time.perf_counter() - start:.0f} s")
     for study in dict.fromkeys(s for s, _ in results if s != "prior"):

@@ -42,6 +42,7 @@ def machine() -> dict[str, str]:
 
 def print_table(rows: list[dict], columns: list[str], title: str = "") -> None:
     """Rows as an aligned text table (floats with 3 decimals)."""
+
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 

@@ -24,8 +24,8 @@ from torchvision.models.detection.retinanet import RetinaNet as TVRetinaNet
 from benchmarks.common import print_table, write_csv
 from retina_edu.anchors import anchors_per_level
 from retina_edu.losses import retinanet_loss
-from retina_edu.torchvision_compat import from_torchvision
 from retina_edu.postprocess import postprocess_detections
+from retina_edu.torchvision_compat import from_torchvision
 
 
 def sync(device: torch.device) -> None:
@@ -53,8 +53,14 @@ def make_pair(backbone: str, size: int, num_classes: int, device: torch.device):
     """torchvision's RetinaNet (ResNet-FPN, P6 from P5) and ours built from it."""
     torch.manual_seed(0)
     if backbone == "resnet50":
-        tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes,
-                                    min_size=size, max_size=size, detections_per_img=100)
+        tv = retinanet_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            num_classes=num_classes,
+            min_size=size,
+            max_size=size,
+            detections_per_img=100,
+        )
     else:
         from torchvision.models import resnet
         from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -72,8 +78,12 @@ def random_targets(batch: int, size: int, objects: int, num_classes: int, device
     for _ in range(batch):
         xy = torch.rand(objects, 2, generator=generator) * size * 0.7
         wh = torch.rand(objects, 2, generator=generator) * size * 0.3 + 8
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
-                        "labels": torch.randint(0, num_classes, (objects,), generator=generator).to(device)})
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1).to(device),
+                "labels": torch.randint(0, num_classes, (objects,), generator=generator).to(device),
+            }
+        )
     return targets
 
 
@@ -112,10 +122,15 @@ def bench_inference(backbone, size, batch, device, steps, amp_dtype=None):
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
 
     def run(model, inp):
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None),
+        ):
             model(inp)
 
-    t = alternate({"retina_edu": lambda: run(ours, images), "torchvision": lambda: run(tv, list(images))}, steps, 1, device)
+    t = alternate(
+        {"retina_edu": lambda: run(ours, images), "torchvision": lambda: run(tv, list(images))}, steps, 1, device
+    )
     return {name: batch / s for name, s in t.items()}
 
 
@@ -169,8 +184,12 @@ def bench_loss(objects, device, steps, batch=8, size=512, num_classes=80):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=("train", "inference", "postprocess", "loss"),
-                        default=["train", "inference", "postprocess", "loss"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=("train", "inference", "postprocess", "loss"),
+        default=["train", "inference", "postprocess", "loss"],
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     parser.add_argument("--device", default=None)
@@ -182,9 +201,19 @@ def main(argv=None) -> int:
 
     def add(kind, config, unit, result):
         ours, theirs = result["retina_edu"], result["torchvision"]
-        row = {"benchmark": kind, "config": config, "unit": unit, "retina_edu": ours, "torchvision": theirs, "ratio": ours / theirs}
+        row = {
+            "benchmark": kind,
+            "config": config,
+            "unit": unit,
+            "retina_edu": ours,
+            "torchvision": theirs,
+            "ratio": ours / theirs,
+        }
         rows.append(row)
-        print(f"{kind:12s} {config:34s} ours {ours:9.2f}  torchvision {theirs:9.2f} {unit}  ratio {ours / theirs:5.2f}", flush=True)
+        print(
+            f"{kind:12s} {config:34s} ours {ours:9.2f}  torchvision {theirs:9.2f} {unit}  ratio {ours / theirs:5.2f}",
+            flush=True,
+        )
 
     if device.type == "cuda":
         train_cfgs = [("resnet50", 800, 8, torch.bfloat16)]
@@ -195,16 +224,40 @@ def main(argv=None) -> int:
     for backbone, size, batch, amp in train_cfgs:
         config = f"{backbone} {size}x{size} batch {batch}" + (" bf16" if amp else "")
         if "train" in args.only:
-            add("train step", config, "images/s", bench_train(backbone, size, batch, device, args.steps, amp, channels_last=device.type == "cuda"))
+            add(
+                "train step",
+                config,
+                "images/s",
+                bench_train(backbone, size, batch, device, args.steps, amp, channels_last=device.type == "cuda"),
+            )
         if "inference" in args.only:
-            add("inference", config.replace(f"batch {batch}", "batch 8"), "images/s", bench_inference(backbone, size, 8 if not args.quick else 2, device, args.steps, amp))
+            add(
+                "inference",
+                config.replace(f"batch {batch}", "batch 8"),
+                "images/s",
+                bench_inference(backbone, size, 8 if not args.quick else 2, device, args.steps, amp),
+            )
     size = 256 if args.quick else 512
     if "postprocess" in args.only:
-        add("postprocess", f"{size}x{size} batch 8, 80 classes", "images/s", bench_postprocess(size, 8, device, args.steps))
+        add(
+            "postprocess",
+            f"{size}x{size} batch 8, 80 classes",
+            "images/s",
+            bench_postprocess(size, 8, device, args.steps),
+        )
     if "loss" in args.only:
         for objects in (0, 1, 20):
-            add("loss", f"{size}x{size} batch 8, {objects} objects/image", "batches/s", bench_loss(objects, device, args.steps, size=size))
-    print_table(rows, ["benchmark", "config", "unit", "retina_edu", "torchvision", "ratio"], title=f"retina_edu vs torchvision on {device}")
+            add(
+                "loss",
+                f"{size}x{size} batch 8, {objects} objects/image",
+                "batches/s",
+                bench_loss(objects, device, args.steps, size=size),
+            )
+    print_table(
+        rows,
+        ["benchmark", "config", "unit", "retina_edu", "torchvision", "ratio"],
+        title=f"retina_edu vs torchvision on {device}",
+    )
     path = write_csv("speed", rows)
     print(f"\nwritten to {path}")
     return 0

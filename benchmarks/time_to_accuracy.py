@@ -57,15 +57,25 @@ def torchvision_retinanet(preset: Preset, num_classes: int) -> nn.Module:
     body = getattr(resnet, preset.backbone)(weights=None)
     c5 = body.layer4[-1].conv1.in_channels
     backbone = BackboneWithFPN(
-        body, {"layer2": "0", "layer3": "1", "layer4": "2"}, [c5 // 4, c5 // 2, c5], preset.fpn_channels,
+        body,
+        {"layer2": "0", "layer3": "1", "layer4": "2"},
+        [c5 // 4, c5 // 2, c5],
+        preset.fpn_channels,
         extra_blocks=LastLevelP6P7(c5, preset.fpn_channels),  # from C5, as ours
     )
     sizes = tuple(tuple(s * 2 ** (k / 3) for k in range(3)) for s in preset.anchor_sizes)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     norm = partial(nn.GroupNorm, min(32, preset.fpn_channels)) if preset.head_norm == "group" else None
     head = RetinaNetHead(preset.fpn_channels, 9, num_classes, norm_layer=norm)
-    return TVRetinaNet(backbone, num_classes, min_size=preset.image_size, max_size=preset.image_size,
-                       anchor_generator=anchors, head=head, detections_per_img=100)
+    return TVRetinaNet(
+        backbone,
+        num_classes,
+        min_size=preset.image_size,
+        max_size=preset.image_size,
+        anchor_generator=anchors,
+        head=head,
+        detections_per_img=100,
+    )
 
 
 class _Done(Exception):
@@ -73,8 +83,14 @@ class _Done(Exception):
 
 
 def _ap_row(label: str, mark: float | str, train_s: float, step: int, metrics: dict[str, float]) -> dict:
-    return {"model": label, "mark": mark, "train_s": round(train_s, 1), "step": step,
-            "AP": round(metrics["AP"], 4), "AP50": round(metrics["AP50"], 4)}
+    return {
+        "model": label,
+        "mark": mark,
+        "train_s": round(train_s, 1),
+        "step": step,
+        "AP": round(metrics["AP"], 4),
+        "AP50": round(metrics["AP50"], 4),
+    }
 
 
 class TimeMarks:
@@ -95,8 +111,11 @@ class TimeMarks:
 
     def _print(self, row: dict) -> None:
         mark = "final" if row["mark"] == "final" else f"{row['mark']:g} min"
-        print(f"{self.label:26s} {mark:>8}  {row['train_s']:6.1f} s  step {row['step']:5d}  "
-              f"AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}", flush=True)
+        print(
+            f"{self.label:26s} {mark:>8}  {row['train_s']:6.1f} s  step {row['step']:5d}  "
+            f"AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}",
+            flush=True,
+        )
 
     def final(self, metrics: dict[str, float], step: int) -> None:
         """The final row, and the marks the run did not reach (it had ended: the same model)."""
@@ -128,8 +147,16 @@ class TimeMarks:
         self.tick = time.perf_counter()
 
 
-def run(label: str, model: nn.Module, preset: Preset, train_data, val_data, marks_s: list[float],
-        minutes: float | None, budget_s: float) -> list[dict]:
+def run(
+    label: str,
+    model: nn.Module,
+    preset: Preset,
+    train_data,
+    val_data,
+    marks_s: list[float],
+    minutes: float | None,
+    budget_s: float,
+) -> list[dict]:
     """Train ``model`` (with ``minutes``, or the preset's length stopped at ``budget_s``); the rows."""
     timer = TimeMarks(model, val_data, marks_s, label, stop_at_s=None if minutes else budget_s)
     try:
@@ -142,14 +169,20 @@ def run(label: str, model: nn.Module, preset: Preset, train_data, val_data, mark
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="the budget (default: %(default)s)")
-    parser.add_argument("--marks", type=float, nargs="+", default=None,
-                        help="minutes of training at which to evaluate (default: every whole minute before the budget)")
+    parser.add_argument(
+        "--marks",
+        type=float,
+        nargs="+",
+        default=None,
+        help="minutes of training at which to evaluate (default: every whole minute before the budget)",
+    )
     parser.add_argument("--preset", choices=("cpu", "gpu"), default=None)
     parser.add_argument("--data", default="data/shapes")
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--no-csv", action="store_true", help="do not append to the results file (a trial run)")
-    parser.add_argument("--only", choices=("minutes", "fixed", "torchvision"), nargs="+",
-                        default=["minutes", "fixed", "torchvision"])
+    parser.add_argument(
+        "--only", choices=("minutes", "fixed", "torchvision"), nargs="+", default=["minutes", "fixed", "torchvision"]
+    )
     args = parser.parse_args(argv)
     if not (math.isfinite(args.minutes) and args.minutes > 0):
         parser.error(f"--minutes must be a number > 0, got {args.minutes}")
@@ -164,14 +197,18 @@ def main(argv=None) -> int:
     preset, reason = choose_preset(args.preset)
     print(f"preset {preset.name!r} ({reason}); budget {args.minutes:g} min, marks at {marks} minutes of training")
     marks_s, budget_s, num_classes = [m * 60 for m in marks], args.minutes * 60, len(train_data.classes)
+
     def ours():
         return RetinaNet(config=preset.model_config(num_classes))
 
     runs = {  # key: (label, model, minutes)
         "minutes": (f"retina_edu --minutes {args.minutes:g}", ours, args.minutes),
         "fixed": (f"retina_edu fixed {preset.name}", ours, None),
-        "torchvision": (f"torchvision --minutes {args.minutes:g}", lambda: torchvision_retinanet(preset, num_classes),
-                        args.minutes),
+        "torchvision": (
+            f"torchvision --minutes {args.minutes:g}",
+            lambda: torchvision_retinanet(preset, num_classes),
+            args.minutes,
+        ),
     }
     rows = []
     for key in args.only:
@@ -193,16 +230,23 @@ def main(argv=None) -> int:
         for label in labels:
             line[f"{label} steps"] = "" if label not in cells else cells[label]["step"]
         table.append(line)
-    print_table(table, list(table[0]), title=f"val AP@[.5:.95] against training time ({preset.name} preset, "
-                                            f"budget {args.minutes:g} min)")
+    print_table(
+        table,
+        list(table[0]),
+        title=f"val AP@[.5:.95] against training time ({preset.name} preset, budget {args.minutes:g} min)",
+    )
     for r in rows:
         if r["mark"] == "final":
-            print(f"{r['model']}: {r['step']} steps, {r['train_s']:.0f} s of steps, {r['wall_s']:.0f} s in all "
-                  f"(validation included, marks' evaluations not)")
+            print(
+                f"{r['model']}: {r['step']} steps, {r['train_s']:.0f} s of steps, {r['wall_s']:.0f} s in all "
+                f"(validation included, marks' evaluations not)"
+            )
     if not args.no_csv:
         columns = ("model", "mark", "train_s", "wall_s", "step", "AP", "AP50", "ended")
-        path = write_csv("time_to_accuracy", [{**{c: r.get(c, "") for c in columns}, "preset": preset.name,
-                                               "budget_min": args.minutes} for r in rows])
+        path = write_csv(
+            "time_to_accuracy",
+            [{**{c: r.get(c, "") for c in columns}, "preset": preset.name, "budget_min": args.minutes} for r in rows],
+        )
         print(f"\nwritten to {path}")
     return 0
 

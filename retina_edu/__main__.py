@@ -53,14 +53,17 @@ class _Parser(argparse.ArgumentParser):
 
 def add_shapes_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m retina_edu shapes``."""
-    parser.add_argument("--out", default="data/shapes",
-                        help="output folder; gets train/ and val/ (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="data/shapes", help="output folder; gets train/ and val/ (default: %(default)s)"
+    )
     parser.add_argument("--train", type=positive_int, default=2000, help="training images (default: %(default)s)")
     parser.add_argument("--val", type=non_negative_int, default=500, help="validation images (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=256,
-                        help="square image size in pixels (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the train split; val uses seed + 1 (default: %(default)s)")
+    parser.add_argument(
+        "--image-size", type=int, default=256, help="square image size in pixels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the train split; val uses seed + 1 (default: %(default)s)"
+    )
     parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: all CPU cores)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate splits that already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -71,9 +74,16 @@ def run_shapes(args: argparse.Namespace) -> int:
     from retina_edu.data import make_shapes_splits
 
     start = time.perf_counter()
-    paths = make_shapes_splits(args.out, train=args.train, val=args.val, image_size=args.image_size,
-                               seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
-                               workers=args.workers)
+    paths = make_shapes_splits(
+        args.out,
+        train=args.train,
+        val=args.val,
+        image_size=args.image_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        workers=args.workers,
+    )
     if not args.quiet:
         summary = ", ".join(f"{split}: {path}" for split, path in paths.items())
         print(f"shapes data ready in {time.perf_counter() - start:.1f} s ({summary})")
@@ -151,8 +161,10 @@ def device_name(text: str) -> str:
         if not torch.cuda.is_available():
             raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine: use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA "
-                                             f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise argparse.ArgumentTypeError(f"{text!r}: MPS (Apple GPU) is not available here: use --device cpu")
@@ -171,27 +183,49 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="training folder: COCO (annotations.json) or VOC")
     parser.add_argument("--val", default=None, help="validation folder, evaluated with COCO mAP at the end")
     parser.add_argument("--out", required=True, help="run folder: last.pt (checkpoint) and history.json go there")
-    parser.add_argument("--preset", choices=("cpu", "gpu"), default=None,
-                        help="default: chosen from the hardware (gpu when CUDA is available)")
+    parser.add_argument(
+        "--preset",
+        choices=("cpu", "gpu"),
+        default=None,
+        help="default: chosen from the hardware (gpu when CUDA is available)",
+    )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
-    length.add_argument("--minutes", type=positive_float, default=None, metavar="M",
-                        help="train for the time you have: the steps are fitted to this machine so that "
-                             "training, validation included, ends within M minutes (--resume finishes the plan)")
+    length.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=None,
+        metavar="M",
+        help="train for the time you have: the steps are fitted to this machine so that "
+        "training, validation included, ends within M minutes (--resume finishes the plan)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=None, help="images per step per process")
-    parser.add_argument("--lr", type=positive_float, default=None,
-                        help="base learning rate per 16 images (scaled with the batch)")
+    parser.add_argument(
+        "--lr", type=positive_float, default=None, help="base learning rate per 16 images (scaled with the batch)"
+    )
     parser.add_argument("--workers", type=non_negative_int, default=None, help="data loading processes")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
-                        help="write OUT/last.pt every N steps (default: the preset's); Ctrl-C also writes it")
-    parser.add_argument("--device", type=device_name, default=None,
-                        help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="write OUT/last.pt every N steps (default: the preset's); Ctrl-C also writes it",
+    )
+    parser.add_argument(
+        "--device", type=device_name, default=None, help="cpu, cuda, cuda:1 (default: cuda when available)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     parser.add_argument("--seed", type=seed_int, default=None)
-    parser.add_argument("--anchor-sizes", type=positive_float, nargs=5, default=None, metavar="S",
-                        help="base anchor size of P3..P7 (the paper: 32 64 128 256 512; the cpu preset: 16 .. 256); "
-                             "`python -m retina_edu anchors --data DIR` recommends them. The checkpoint records them, "
-                             "so evaluate and detect use the same anchors")
+    parser.add_argument(
+        "--anchor-sizes",
+        type=positive_float,
+        nargs=5,
+        default=None,
+        metavar="S",
+        help="base anchor size of P3..P7 (the paper: 32 64 128 256 512; the cpu preset: 16 .. 256); "
+        "`python -m retina_edu anchors --data DIR` recommends them. The checkpoint records them, "
+        "so evaluate and detect use the same anchors",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -210,9 +244,18 @@ def run_train(args: argparse.Namespace) -> int:
     train_data = open_dataset(args.data)
     val_data = open_dataset(args.val) if args.val else None  # opened (and so checked) before any training
     preset, reason = choose_preset(args.preset, args.device)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("base_lr", args.lr),
-                                   ("num_workers", args.workers), ("seed", args.seed),
-                                   ("checkpoint_every", args.checkpoint_every)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("base_lr", args.lr),
+            ("num_workers", args.workers),
+            ("seed", args.seed),
+            ("checkpoint_every", args.checkpoint_every),
+        )
+        if v is not None
+    }
     if args.anchor_sizes is not None:
         # Whole numbers stay ints, so that the checkpoint (and a --resume check) reads 16, not 16.0.
         overrides["anchor_sizes"] = tuple(int(s) if float(s).is_integer() else float(s) for s in args.anchor_sizes)
@@ -223,15 +266,25 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"preset {preset.name!r}: {reason}; {len(train_data)} training images, classes {train_data.classes}")
     try:
-        result = train(preset, train_data, val_data, out_dir=out, resume=args.resume, device=args.device,
-                       progress=not args.quiet, minutes=args.minutes)
+        result = train(
+            preset,
+            train_data,
+            val_data,
+            out_dir=out,
+            resume=args.resume,
+            device=args.device,
+            progress=not args.quiet,
+            minutes=args.minutes,
+        )
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     if main_process:
         last = result.history["train"][-1] if result.history["train"] else {}
-        print(f"trained {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.4f}; "
-              f"checkpoint {result.checkpoint}")
+        print(
+            f"trained {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.4f}; "
+            f"checkpoint {result.checkpoint}"
+        )
         if result.metrics is not None:
             print(result.metrics)
     return 0
@@ -254,8 +307,10 @@ def _checked_model(checkpoint: str, classes: list[str] | None, device: str | Non
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, names = load_model(checkpoint, device)
     if classes is not None and list(classes) != names:
-        raise ValueError(f"{checkpoint}: the model was trained on {len(names)} classes {names}, "
-                         f"but the data has {len(classes)}: {list(classes)}")
+        raise ValueError(
+            f"{checkpoint}: the model was trained on {len(names)} classes {names}, "
+            f"but the data has {len(classes)}: {list(classes)}"
+        )
     return model, names, device
 
 
@@ -276,14 +331,28 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint (last.pt) or its run folder")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", default="runs/detect", help="folder for the drawn images (default: %(default)s)")
-    parser.add_argument("--score", type=score_threshold, default=0.3,
-                        help="draw detections scoring at least this, in [0, 1] (default: %(default)s)")
+    parser.add_argument(
+        "--score",
+        type=score_threshold,
+        default=0.3,
+        help="draw detections scoring at least this, in [0, 1] (default: %(default)s)",
+    )
     parser.add_argument("--device", type=device_name, default=None)
-    parser.add_argument("--tile", type=positive_int, default=None, metavar="N",
-                        help="detect by N-pixel tiles stitched with NMS (use the training size) instead of resizing "
-                             "the whole image: for images larger than the training size (aerial photos)")
-    parser.add_argument("--overlap", type=non_negative_int, default=None, metavar="PX",
-                        help="least overlap between tiles, at least the largest object (default: N / 4)")
+    parser.add_argument(
+        "--tile",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="detect by N-pixel tiles stitched with NMS (use the training size) instead of resizing "
+        "the whole image: for images larger than the training size (aerial photos)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=non_negative_int,
+        default=None,
+        metavar="PX",
+        help="least overlap between tiles, at least the largest object (default: N / 4)",
+    )
 
 
 def training_size(model) -> int | None:
@@ -342,16 +411,24 @@ def run_detect(args: argparse.Namespace) -> int:
             det = detect_tiled(model, image.to(device), args.tile, overlap)
         else:
             if size is not None and max(image.shape[1:]) > size:
-                print(f"note: {path.name} is {image.shape[2]} x {image.shape[1]}, larger than the training size "
-                      f"{size}: it is shrunk to fit, and small objects shrink with it; pass --tile {size} to "
-                      f"detect by tiles at the training scale", file=sys.stderr)
+                print(
+                    f"note: {path.name} is {image.shape[2]} x {image.shape[1]}, larger than the training size "
+                    f"{size}: it is shrunk to fit, and small objects shrink with it; pass --tile {size} to "
+                    f"detect by tiles at the training scale",
+                    file=sys.stderr,
+                )
             with torch.no_grad():
                 (det,) = model([image.to(device)])
         det = {k: v.cpu() for k, v in det.items()}
         keep = det["scores"] >= args.score
         fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
-        show_detections(image, {k: v[keep] for k, v in det.items()}, names, ax=ax,
-                        title=f"{path.name}: {int(keep.sum())} detections >= {args.score}")
+        show_detections(
+            image,
+            {k: v[keep] for k, v in det.items()},
+            names,
+            ax=ax,
+            title=f"{path.name}: {int(keep.sum())} detections >= {args.score}",
+        )
         target = out / file_name
         try:
             fig.savefig(target, dpi=100, bbox_inches="tight")
@@ -369,12 +446,28 @@ def run_detect(args: argparse.Namespace) -> int:
 def add_anchors_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m retina_edu anchors``."""
     parser.add_argument("--data", required=True, help="a COCO or VOC folder (its annotations are read, not its images)")
-    parser.add_argument("--sizes", type=positive_float, nargs=5, default=None, metavar="S",
-                        help="the anchors to check (default: the paper's 32 64 128 256 512)")
-    parser.add_argument("--input-scales", type=positive_float, nargs="+", default=[1.0, 2.0], metavar="X",
-                        help="image resizes to try with the fitted sizes (default: %(default)s)")
-    parser.add_argument("--threshold", type=score_threshold, default=0.5,
-                        help="the IoU a positive anchor needs (the paper's %(default)s)")
+    parser.add_argument(
+        "--sizes",
+        type=positive_float,
+        nargs=5,
+        default=None,
+        metavar="S",
+        help="the anchors to check (default: the paper's 32 64 128 256 512)",
+    )
+    parser.add_argument(
+        "--input-scales",
+        type=positive_float,
+        nargs="+",
+        default=[1.0, 2.0],
+        metavar="X",
+        help="image resizes to try with the fitted sizes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=score_threshold,
+        default=0.5,
+        help="the IoU a positive anchor needs (the paper's %(default)s)",
+    )
 
 
 def run_anchors(args: argparse.Namespace) -> int:
@@ -396,8 +489,9 @@ def run_anchors(args: argparse.Namespace) -> int:
     print(f"{args.data}: {len(data)} images ({shown}), {len(every)} boxes")
     print("object size sqrt(w*h), px: min {:.0f}, 10% {:.0f}, median {:.0f}, 90% {:.0f}, max {:.0f}".format(*q))
     current = tuple(args.sizes) if args.sizes else PAPER_ANCHOR_SIZES
-    fit = fit_anchor_sizes(boxes, sizes, input_scales=tuple(args.input_scales), threshold=args.threshold,
-                           current_sizes=current)
+    fit = fit_anchor_sizes(
+        boxes, sizes, input_scales=tuple(args.input_scales), threshold=args.threshold, current_sizes=current
+    )
     print(f"current: {fit.current.summary()}")
     for (scale, base), cov in fit.tried.items():
         print(f"  input x{scale:g}, P3 base {base:g}: {cov.coverage:.1%} covered, {cov.num_unmatched} unmatched")
@@ -406,12 +500,16 @@ def run_anchors(args: argparse.Namespace) -> int:
         base = max(at_one, key=lambda b: (at_one[b].num_objects - at_one[b].num_unmatched, b))
         best = at_one[base]
         flags = " ".join(f"{s:g}" for s in best.sizes)
-        print(f"recommended at the images' size: --anchor-sizes {flags}  ({best.coverage:.1%} covered, "
-              f"{best.num_unmatched} unmatched)")
+        print(
+            f"recommended at the images' size: --anchor-sizes {flags}  ({best.coverage:.1%} covered, "
+            f"{best.num_unmatched} unmatched)"
+        )
     if fit.input_scale != 1.0:
         flags = " ".join(f"{s:g}" for s in fit.sizes)
-        print(f"best overall: images resized x{fit.input_scale:g} with --anchor-sizes {flags} "
-              f"({fit.coverage.coverage:.1%} covered; {fit.input_scale ** 2:g}x the compute per image)")
+        print(
+            f"best overall: images resized x{fit.input_scale:g} with --anchor-sizes {flags} "
+            f"({fit.coverage.coverage:.1%} covered; {fit.input_scale**2:g}x the compute per image)"
+        )
     return 0
 
 
@@ -420,8 +518,9 @@ COMMANDS: dict[str, Command] = {
     "train": Command("train a RetinaNet on a COCO or VOC folder", add_train_arguments, run_train),
     "evaluate": Command("COCO mAP of a checkpoint on a folder", add_evaluate_arguments, run_evaluate),
     "detect": Command("draw a checkpoint's detections on images", add_detect_arguments, run_detect),
-    "anchors": Command("check a dataset's boxes against the anchors and fit better sizes", add_anchors_arguments,
-                       run_anchors),
+    "anchors": Command(
+        "check a dataset's boxes against the anchors and fit better sizes", add_anchors_arguments, run_anchors
+    ),
 }
 
 
@@ -430,10 +529,12 @@ COMMANDS: dict[str, Command] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per entry of :data:`COMMANDS`."""
-    parser = _Parser(prog="python -m retina_edu",
-                     description="RetinaNet, built piece by piece: data, training, evaluation.")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of errors (also: RETINA_EDU_DEBUG=1)")
+    parser = _Parser(
+        prog="python -m retina_edu", description="RetinaNet, built piece by piece: data, training, evaluation."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of errors (also: RETINA_EDU_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))

@@ -134,9 +134,7 @@ def feature_map_sizes(image_size: tuple[int, int], strides: Sequence[int] = PAPE
     return [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
 
 
-def _level_grid(
-    base: Tensor, grid: tuple[int, int], stride: tuple[float, float], offset: float
-) -> Tensor:
+def _level_grid(base: Tensor, grid: tuple[int, int], stride: tuple[float, float], offset: float) -> Tensor:
     gh, gw = grid
     sy, sx = stride
     device, dtype = base.device, base.dtype
@@ -338,8 +336,10 @@ class AnchorCoverage:
         """One line: the sizes, the coverage and the unmatched count."""
         sizes = ", ".join(f"{s:g}" for s in self.sizes)
         scale = "" if self.input_scale == 1 else f" on images scaled x{self.input_scale:g}"
-        return (f"anchors ({sizes}){scale}: {self.coverage:.1%} of {self.num_objects} objects have an anchor "
-                f"at IoU >= {self.threshold:g}; {self.num_unmatched} have none")
+        return (
+            f"anchors ({sizes}){scale}: {self.coverage:.1%} of {self.num_objects} objects have an anchor "
+            f"at IoU >= {self.threshold:g}; {self.num_unmatched} have none"
+        )
 
 
 @dataclass(frozen=True)
@@ -371,8 +371,9 @@ def dataset_boxes(dataset) -> tuple[list[Tensor], list[tuple[int, int]]]:
         ``(boxes, image_sizes)``: one ``Tensor[N_i, 4]`` xyxy float64 and one ``(H, W)`` per image.
     """
     if not hasattr(dataset, "get_target") or not hasattr(dataset, "_image_size"):
-        raise ValueError(f"dataset_boxes needs a DetectionDataset (CocoDetection, VOCDetection), "
-                         f"got {type(dataset).__name__}")
+        raise ValueError(
+            f"dataset_boxes needs a DetectionDataset (CocoDetection, VOCDetection), got {type(dataset).__name__}"
+        )
     boxes, sizes = [], []
     for i in range(len(dataset)):
         boxes.append(dataset.get_target(i)["boxes"].double())
@@ -431,8 +432,13 @@ def anchor_coverage(
     per_level = level_anchor_sizes(sizes, scales)
     base = tuple(float(level[0]) for level in per_level)
     empty = torch.zeros(0, dtype=torch.float64)
-    return AnchorCoverage(base, float(input_scale), float(threshold),
-                          torch.cat(box_sizes) if box_sizes else empty, torch.cat(best) if best else empty)
+    return AnchorCoverage(
+        base,
+        float(input_scale),
+        float(threshold),
+        torch.cat(box_sizes) if box_sizes else empty,
+        torch.cat(best) if best else empty,
+    )
 
 
 def fit_anchor_sizes(

@@ -194,7 +194,9 @@ class BoxCoder:
         clip: the largest ``dw``/``dh`` decode applies (see ``BBOX_XFORM_CLIP``).
     """
 
-    def __init__(self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0), clip: float = BBOX_XFORM_CLIP):
+    def __init__(
+        self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0), clip: float = BBOX_XFORM_CLIP
+    ):
         self.weights = tuple(float(w) for w in weights)
         self.clip = float(clip)
 

@@ -97,8 +97,9 @@ def predict(
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_images_only_collate)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_images_only_collate
+    )
     ids, detections = [], []
     with eval_mode(model):
         for images, image_ids in tqdm(loader, desc="detect", disable=not progress, leave=False):
@@ -156,13 +157,15 @@ def coco_map_from_predictions(
     for image_id, det in zip(coco_ids, detections):
         boxes = box_xyxy_to_xywh(det["boxes"].float()).tolist()
         for box, score, label in zip(boxes, det["scores"].tolist(), det["labels"].tolist()):
-            results.append({"image_id": image_id, "category_id": to_cat[int(label)], "bbox": box,
-                            "score": float(score)})
+            results.append(
+                {"image_id": image_id, "category_id": to_cat[int(label)], "bbox": box, "score": float(score)}
+            )
 
     class_names = list(base.classes)
     if not results:  # pycocotools cannot load an empty result list
-        return EvalResult(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c: 0.0 for c in class_names}, None, class_names,
-                          "no detections")
+        return EvalResult(
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c: 0.0 for c in class_names}, None, class_names, "no detections"
+        )
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -459,8 +459,9 @@ def ohem_classification_loss(
         ``Tensor[]``, float32 for float16/bfloat16 logits.
     """
     if cls_logits.shape[:2] != labelled.matches.shape:
-        raise ValueError(f"cls_logits {list(cls_logits.shape)} and anchor labels {list(labelled.matches.shape)} "
-                         f"must agree on [B, A]")
+        raise ValueError(
+            f"cls_logits {list(cls_logits.shape)} and anchor labels {list(labelled.matches.shape)} must agree on [B, A]"
+        )
     if neg_pos_ratio < 0:
         raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
     positive, negative = labelled.positive, labelled.matches == BACKGROUND

@@ -333,7 +333,14 @@ class RetinaNet(nn.Module):
     most ``max_size``) and pads; detections come back in the input images' pixels.
     """
 
-    def __init__(self, num_classes: int | None = None, backbone: str = "resnet50", *, config: RetinaNetConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        backbone: str = "resnet50",
+        *,
+        config: RetinaNetConfig | None = None,
+        **kwargs,
+    ):
         super().__init__()
         if config is None:
             if num_classes is None:
@@ -517,7 +524,9 @@ class RetinaNet(nn.Module):
             Eval mode: one ``{"boxes", "scores", "labels"}`` dict per image (see ``postprocess``).
         """
         if self.training and targets is None:
-            raise ValueError("in train mode the model needs targets: model(images, targets); call model.eval() to detect")
+            raise ValueError(
+                "in train mode the model needs targets: model(images, targets); call model.eval() to detect"
+            )
         batch, sizes, original_sizes, targets = self.preprocess(images, targets)
         cls_logits, box_deltas, anchors, num_per_level = self.head_outputs(batch)
         if self.training:

@@ -116,8 +116,12 @@ def stitch_detections(
         raise ValueError(f"stitch_detections: {len(detections)} detection dicts for {len(windows)} windows")
     if not detections:
         raise ValueError("stitch_detections: no tiles")
-    boxes = torch.cat([d["boxes"].float() + d["boxes"].new_tensor([w[0], w[1], w[0], w[1]]).float()
-                       for d, w in zip(detections, windows)])
+    boxes = torch.cat(
+        [
+            d["boxes"].float() + d["boxes"].new_tensor([w[0], w[1], w[0], w[1]]).float()
+            for d, w in zip(detections, windows)
+        ]
+    )
     scores = torch.cat([d["scores"].float() for d in detections])
     labels = torch.cat([d["labels"].long() for d in detections])
     keep = batched_nms(boxes, scores, labels, nms_thresh)  # best first
@@ -157,5 +161,5 @@ def detect_tiled(
     crops = [image[:, y1:y2, x1:x2] for x1, y1, x2, y2 in windows]
     detections: list[dict[str, Tensor]] = []
     for start in range(0, len(crops), batch_size):
-        detections.extend({k: v.cpu() for k, v in d.items()} for d in detector(crops[start:start + batch_size]))
+        detections.extend({k: v.cpu() for k, v in d.items()} for d in detector(crops[start : start + batch_size]))
     return stitch_detections(detections, windows, nms_thresh, detections_per_img)

@@ -30,10 +30,10 @@ def _torchvision_key(key: str) -> str | None:
     ]
     for old, new in rules:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     for old, new in (("backbone.fpn.inner_blocks.", "fpn.lateral."), ("backbone.fpn.layer_blocks.", "fpn.output.")):
         if key.startswith(old):  # inner_blocks.{i}.0.weight -> lateral.{i}.weight
-            i, _, rest = key[len(old):].split(".", 2)
+            i, _, rest = key[len(old) :].split(".", 2)
             return f"{new}{i}.{rest}"
     return None
 
@@ -50,7 +50,9 @@ def _torchvision_backbone_name(body: nn.Module) -> str:
     try:
         return table[(bottleneck, tuple(blocks))]
     except KeyError:
-        raise ValueError(f"unsupported torchvision backbone with blocks {blocks}: a ResNet-18/34/50/101 is expected") from None
+        raise ValueError(
+            f"unsupported torchvision backbone with blocks {blocks}: a ResNet-18/34/50/101 is expected"
+        ) from None
 
 
 def from_torchvision(tv_model: nn.Module) -> RetinaNet:

@@ -20,8 +20,9 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from retina_edu.data import make_shapes
 
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "tiny", num_images=24, image_size=96, seed=0,
-                       workers=1, progress=False)
+    return make_shapes(
+        tmp_path_factory.mktemp("shapes") / "tiny", num_images=24, image_size=96, seed=0, workers=1, progress=False
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -54,10 +54,20 @@ def test_the_package_reexports_every_public_name_of_its_modules():
 
 def test_ohem_loss_keeps_positives_and_three_times_as_many_hardest_negatives():
     torch.manual_seed(0)
-    model = OHEMRetinaNet(2, backbone="resnet18", fpn_channels=16, head_convs=1, anchor_sizes=(16, 32, 64, 128, 256),
-                          anchor_scales=(1.0,), aspect_ratios=(1.0,), resize=False)
-    anchors = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70],
-                            [80, 80, 90, 90], [0, 50, 10, 60]], dtype=torch.float32)
+    model = OHEMRetinaNet(
+        2,
+        backbone="resnet18",
+        fpn_channels=16,
+        head_convs=1,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        anchor_scales=(1.0,),
+        aspect_ratios=(1.0,),
+        resize=False,
+    )
+    anchors = torch.tensor(
+        [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70], [80, 80, 90, 90], [0, 50, 10, 60]],
+        dtype=torch.float32,
+    )
     logits = torch.tensor([[[2.0, -1.0], [0.0, 0.0], [3.0, -5.0], [-6.0, -6.0], [1.0, 1.0], [-2.0, 0.5]]])
     deltas = torch.zeros(1, 6, 4)
     targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}]
@@ -77,15 +87,22 @@ def test_anchor_logits_are_split_by_the_training_matcher():
     g = torch.Generator().manual_seed(4)
     anchors = generate_anchors((64, 64))
     xy = torch.rand(2, 3, 2, generator=g) * 40
-    targets = [{"boxes": torch.cat([xy[i], xy[i] + 8 + torch.rand(3, 2, generator=g) * 16], 1),
-                "labels": torch.randint(0, 3, (3,), generator=g)} for i in range(2)] + [
-        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {
+            "boxes": torch.cat([xy[i], xy[i] + 8 + torch.rand(3, 2, generator=g) * 16], 1),
+            "labels": torch.randint(0, 3, (3,), generator=g),
+        }
+        for i in range(2)
+    ] + [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
     cls_logits = torch.randn(3, len(anchors), 3, generator=g)
     pos, neg = _split_anchor_logits(cls_logits, anchors, targets, RetinaNetConfig(num_classes=3))
     expected_pos, expected_neg = [], []
     for logits, t in zip(cls_logits, targets):
-        matched = (Matcher(0.5, 0.4, True)(torchvision.ops.box_iou(t["boxes"], anchors)) if len(t["boxes"])
-                   else torch.full((len(anchors),), -1))
+        matched = (
+            Matcher(0.5, 0.4, True)(torchvision.ops.box_iou(t["boxes"], anchors))
+            if len(t["boxes"])
+            else torch.full((len(anchors),), -1)
+        )
         fg = matched >= 0
         expected_pos.append(logits[fg].gather(1, t["labels"][matched[fg]][:, None])[:, 0])
         expected_neg.append(logits[matched == -1])
@@ -130,8 +147,9 @@ def test_unknown_preset_fields_are_refused():
 
 def test_evaluation_pass_gives_coco_map_and_the_matched_logits(tiny):
     torch.manual_seed(0)
-    model = RetinaNet(4, backbone="resnet18", fpn_channels=16, head_convs=1, min_size=64, max_size=64,
-                      anchor_sizes=(4, 8, 16, 32, 64)).eval()
+    model = RetinaNet(
+        4, backbone="resnet18", fpn_channels=16, head_convs=1, min_size=64, max_size=64, anchor_sizes=(4, 8, 16, 32, 64)
+    ).eval()
     metrics, logits = evaluate_with_anchor_logits(model, tiny, batch_size=5, max_negatives=None)
     reference = coco_map(model, tiny, progress=False)
     assert metrics.as_dict() == pytest.approx(reference.as_dict())
@@ -170,9 +188,29 @@ def test_second_run_with_the_same_config_trains_nothing(tiny, tmp_path, monkeypa
 
 # The keys of the dict run_ablation returned and cached before AblationResult (cache version 1).
 OLD_RESULT_KEYS = {
-    "cache_version", "key", "name", "ablation", "preset", "num_train_images", "num_val_images", "metrics",
-    "per_class", "history", "steps", "diverged_at", "train_seconds", "eval_seconds", "seconds", "device",
-    "threads", "date", "versions", "anchor_logits", "weights", "trunk_key", "trunk_metrics",
+    "cache_version",
+    "key",
+    "name",
+    "ablation",
+    "preset",
+    "num_train_images",
+    "num_val_images",
+    "metrics",
+    "per_class",
+    "history",
+    "steps",
+    "diverged_at",
+    "train_seconds",
+    "eval_seconds",
+    "seconds",
+    "device",
+    "threads",
+    "date",
+    "versions",
+    "anchor_logits",
+    "weights",
+    "trunk_key",
+    "trunk_metrics",
 }
 OLD_COUNT_KEYS = {"num_positive", "num_negative", "num_negative_sampled"}  # only when the run was evaluated
 
@@ -279,4 +317,3 @@ def test_paired_comparison_skips_diverged_runs_and_refuses_settings_without_a_sh
     assert paired_comparison(runs, "a", "b")["diffs"] == pytest.approx({1: 0.2})
     with pytest.raises(ValueError, match="no seed has both"):
         paired_comparison(_runs("a", [0.3]), "a", "missing")
-

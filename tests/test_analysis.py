@@ -129,13 +129,21 @@ def test_best_iou_is_torchvisions_column_maximum() -> None:
     assert torch.equal(best_iou(anchors, torch.zeros(0, 4)), torch.zeros(len(anchors)))
 
 
-@pytest.mark.parametrize("generator", [None, AnchorGenerator(strides=(16, 32), sizes=((20, 30), (40, 60)), scales=None,
-                                                            aspect_ratios=(0.5, 1.0, 2.0), offset=0.5)])
+@pytest.mark.parametrize(
+    "generator",
+    [
+        None,
+        AnchorGenerator(
+            strides=(16, 32), sizes=((20, 30), (40, 60)), scales=None, aspect_ratios=(0.5, 1.0, 2.0), offset=0.5
+        ),
+    ],
+)
 def test_anchor_grid_picks_one_shape_of_the_generators_anchors(generator: AnchorGenerator | None) -> None:
     settings = generator or AnchorGenerator()
     image_size = (100, 140)
-    per_level = anchors_per_level(image_size, settings.strides, settings.sizes, settings.scales,
-                                  settings.aspect_ratios, settings.offset)
+    per_level = anchors_per_level(
+        image_size, settings.strides, settings.sizes, settings.scales, settings.aspect_ratios, settings.offset
+    )
     num_scales, num_ratios = len(settings.level_sizes[0]), len(settings.aspect_ratios)
     for level, stride in enumerate(settings.strides):
         for scale_index in range(num_scales):
@@ -187,8 +195,9 @@ def test_loss_cdf_of_a_hand_computed_example() -> None:
     assert cumulative.tolist() == pytest.approx([0.0, 0.1, 0.3, 0.6, 1.0])
 
 
-@pytest.mark.parametrize("bad", [torch.tensor([]), torch.zeros(3), torch.tensor([1.0, -1.0]),
-                                 torch.tensor([1.0, float("nan")])])
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([]), torch.zeros(3), torch.tensor([1.0, -1.0]), torch.tensor([1.0, float("nan")])]
+)
 def test_loss_cdf_rejects_what_cannot_be_normalised(bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="loss_cdf"):
         loss_cdf(bad)

@@ -102,8 +102,9 @@ def test_box_losses_per_anchor_match_torchvision_losses():
     pred = 0.2 * torch.randn(pos["deltas"].shape, generator=g, dtype=torch.float64)
     got = box_losses_per_anchor(pos["anchors"], pos["boxes"], pred)
     target = pos["deltas"].double()
-    torch.testing.assert_close(got["l1"], torch.nn.functional.l1_loss(pred, target, reduction="none").sum(1),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        got["l1"], torch.nn.functional.l1_loss(pred, target, reduction="none").sum(1), rtol=1e-6, atol=1e-6
+    )
     expected_sl1 = torch.nn.functional.smooth_l1_loss(pred, target, beta=SMOOTH_L1_BETA, reduction="none").sum(1)
     torch.testing.assert_close(got["smooth_l1"], expected_sl1, rtol=1e-6, atol=1e-6)
     decoded = TVBoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(pred, pos["anchors"].double())
@@ -164,9 +165,11 @@ def test_loss_sums_per_image_match_a_float64_per_image_reference():
 
 
 def test_normalisers_weigh_images_as_documented():
-    sums = {"classification": torch.tensor([10.0, 2.0, 1.0], dtype=torch.float64),
-            "bbox_regression": torch.tensor([5.0, 1.0, 0.0], dtype=torch.float64),
-            "positives": torch.tensor([100, 4, 0])}
+    sums = {
+        "classification": torch.tensor([10.0, 2.0, 1.0], dtype=torch.float64),
+        "bbox_regression": torch.tensor([5.0, 1.0, 0.0], dtype=torch.float64),
+        "positives": torch.tensor([100, 4, 0]),
+    }
     batch, image = normalise_loss(sums, "batch"), normalise_loss(sums, "image")
     torch.testing.assert_close(batch["weight"], torch.full((3,), 1 / 104, dtype=torch.float64))
     torch.testing.assert_close(image["weight"], torch.tensor([1 / 300, 1 / 12, 1 / 3], dtype=torch.float64))

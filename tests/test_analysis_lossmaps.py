@@ -64,16 +64,18 @@ def plain_loss_map(logits, matches, labels, gamma, alpha, easy=0.5):
 @pytest.mark.parametrize(("gamma", "alpha"), [(0.0, 0.25), (2.0, 0.25), (0.5, None), (5.0, 0.75)])
 def test_anchor_loss_map_equals_the_plain_formula(small_image, gamma, alpha):
     got = anchor_loss_map(small_image["logits"], small_image["matches"], small_image["labels"], GRIDS, gamma, alpha)
-    per_anchor, maps, shares, total = plain_loss_map(small_image["logits"], small_image["matches"],
-                                                     small_image["labels"], gamma, alpha)
+    per_anchor, maps, shares, total = plain_loss_map(
+        small_image["logits"], small_image["matches"], small_image["labels"], gamma, alpha
+    )
     torch.testing.assert_close(got["loss"], per_anchor, rtol=1e-9, atol=1e-12)
     for got_map, want in zip(got["maps"], maps):
         torch.testing.assert_close(got_map, want, rtol=1e-9, atol=1e-12)
     for group in LOSS_GROUPS:
         assert got["shares"][group] == pytest.approx(shares[group], rel=1e-9, abs=1e-12)
     assert got["total"] == pytest.approx(total, rel=1e-9)
-    ce_per_anchor, ce_maps, _, ce_total = plain_loss_map(small_image["logits"], small_image["matches"],
-                                                          small_image["labels"], 0.0, alpha)
+    ce_per_anchor, ce_maps, _, ce_total = plain_loss_map(
+        small_image["logits"], small_image["matches"], small_image["labels"], 0.0, alpha
+    )
     torch.testing.assert_close(got["ce"], ce_per_anchor, rtol=1e-9, atol=1e-12)
     assert got["ce_over_fl"] == pytest.approx(ce_total / total, rel=1e-9)
     level_totals = [float(m.sum()) / total for m in maps]
@@ -136,13 +138,13 @@ def plain_threshold_and_nms(boxes, scores, labels, gt_boxes, gt_labels, score_th
     order = sorted((i for i in range(len(scores)) if scores[i] >= score_thresh), key=lambda i: -float(scores[i]))
     kept = []
     for i in order:
-        if all(labels[j] != labels[i] or box_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0] <= nms_iou for j in kept):
+        if all(labels[j] != labels[i] or box_iou(boxes[i : i + 1], boxes[j : j + 1])[0, 0] <= nms_iou for j in kept):
             kept.append(i)
     taken, tp = set(), []
     for i in kept:
         best, best_iou = None, match_iou
         for m in range(len(gt_boxes)):
-            iou = float(box_iou(boxes[i:i + 1], gt_boxes[m:m + 1])[0, 0])
+            iou = float(box_iou(boxes[i : i + 1], gt_boxes[m : m + 1])[0, 0])
             if m not in taken and gt_labels[m] == labels[i] and iou >= best_iou:
                 best, best_iou = m, iou
         if best is not None:
@@ -162,8 +164,9 @@ def test_threshold_and_nms_equals_the_plain_loops(score_thresh, nms_iou):
     boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 4)
     scores = torch.rand(40, generator=g)
     labels = torch.randint(0, 2, (40,), generator=g)
-    got = threshold_and_nms({"boxes": boxes, "scores": scores, "labels": labels}, gt_boxes, gt_labels,
-                            score_thresh, nms_iou)
+    got = threshold_and_nms(
+        {"boxes": boxes, "scores": scores, "labels": labels}, gt_boxes, gt_labels, score_thresh, nms_iou
+    )
     kept, tp = plain_threshold_and_nms(boxes, scores, labels, gt_boxes, gt_labels, score_thresh, nms_iou)
     assert got["kept"].tolist() == kept
     assert got["tp"].tolist() == tp
@@ -175,8 +178,11 @@ def test_threshold_and_nms_equals_the_plain_loops(score_thresh, nms_iou):
 
 def test_a_duplicate_is_a_false_positive_once_nms_lets_it_through():
     gt_boxes, gt_labels = torch.tensor([[0.0, 0, 40, 40]]), torch.tensor([1])
-    candidates = {"boxes": torch.tensor([[0.0, 0, 40, 40], [2.0, 0, 42, 40], [0.0, 0, 40, 40]]),
-                  "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([1, 1, 0])}
+    candidates = {
+        "boxes": torch.tensor([[0.0, 0, 40, 40], [2.0, 0, 42, 40], [0.0, 0, 40, 40]]),
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "labels": torch.tensor([1, 1, 0]),
+    }
     strict = threshold_and_nms(candidates, gt_boxes, gt_labels, 0.05, 0.5)
     loose = threshold_and_nms(candidates, gt_boxes, gt_labels, 0.05, 0.95)
     assert strict["counts"] == {"candidates": 3, "above threshold": 3, "kept": 2, "tp": 1, "fp": 1, "missed": 0}
@@ -190,8 +196,16 @@ def test_a_duplicate_is_a_false_positive_once_nms_lets_it_through():
 
 def test_anchor_outputs_are_the_models_own_logits_labels_and_detections():
     torch.manual_seed(0)
-    model = RetinaNet(3, backbone="resnet18", fpn_channels=16, head_convs=1, min_size=128, max_size=128,
-                      anchor_sizes=(16, 32, 64, 128, 256), score_thresh=0.01).eval()
+    model = RetinaNet(
+        3,
+        backbone="resnet18",
+        fpn_channels=16,
+        head_convs=1,
+        min_size=128,
+        max_size=128,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        score_thresh=0.01,
+    ).eval()
     image = torch.rand(3, 96, 128)
     target = {"boxes": torch.tensor([[10.0, 12, 50, 60], [60, 30, 120, 90]]), "labels": torch.tensor([0, 2])}
     out = anchor_outputs(model, image, target)
@@ -207,8 +221,14 @@ def test_anchor_outputs_are_the_models_own_logits_labels_and_detections():
     assert len(out["features"]) == 5 and out["features"][0].shape == (16, 16, 16)
     torch.testing.assert_close(out["boxes"], scaled[0]["boxes"])
     # threshold + NMS at the model's settings give back exactly what the model detects
-    kept = threshold_and_nms(out["candidates"], out["boxes"], out["gt_labels"], model.config.score_thresh,
-                             model.config.nms_thresh, max_detections=model.config.detections_per_img)["kept"]
+    kept = threshold_and_nms(
+        out["candidates"],
+        out["boxes"],
+        out["gt_labels"],
+        model.config.score_thresh,
+        model.config.nms_thresh,
+        max_detections=model.config.detections_per_img,
+    )["kept"]
     torch.testing.assert_close(out["candidates"]["boxes"][kept], detections["boxes"])
     assert torch.equal(out["candidates"]["labels"][kept], detections["labels"])
     reference = batched_nms(out["candidates"]["boxes"], out["candidates"]["scores"], out["candidates"]["labels"], 0.5)

@@ -72,9 +72,10 @@ def test_illustrative_batch_has_500_negatives_per_positive_and_easy_negatives_do
 # ---------------------------------------------------------------------------------------------
 def _batch() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]], torch.Tensor]:
     anchors = generate_anchors((128, 128))
-    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0], [70.0, 64.0, 120.0, 126.0]]),
-                "labels": torch.tensor([0, 2])}, {"boxes": torch.tensor([[30.0, 20.0, 100.0, 90.0]]),
-                                                  "labels": torch.tensor([1])}]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0], [70.0, 64.0, 120.0, 126.0]]), "labels": torch.tensor([0, 2])},
+        {"boxes": torch.tensor([[30.0, 20.0, 100.0, 90.0]]), "labels": torch.tensor([1])},
+    ]
     return anchors, targets, torch.zeros(1)
 
 

@@ -44,7 +44,13 @@ def test_anchors_match_float64_recomputation(offset):
 
 
 def test_anchor_counts_per_level_for_512_and_800x1024():
-    assert [a.shape[0] for a in anchors_per_level((512, 512))] == [64 * 64 * 9, 32 * 32 * 9, 16 * 16 * 9, 8 * 8 * 9, 4 * 4 * 9]
+    assert [a.shape[0] for a in anchors_per_level((512, 512))] == [
+        64 * 64 * 9,
+        32 * 32 * 9,
+        16 * 16 * 9,
+        8 * 8 * 9,
+        4 * 4 * 9,
+    ]
     assert generate_anchors((512, 512)).shape == (49104, 4)
     assert feature_map_sizes((800, 1024)) == [(100, 128), (50, 64), (25, 32), (13, 16), (7, 8)]
     assert generate_anchors((800, 1024)).shape[0] == 9 * (100 * 128 + 50 * 64 + 25 * 32 + 13 * 16 + 7 * 8)
@@ -72,8 +78,12 @@ def test_torchvision_convention_reproduces_torchvision_anchors():
     tv = TVAnchorGenerator(torchvision_anchor_sizes(), ((0.5, 1.0, 2.0),) * 5)
     expected = tv(ImageList(image, [(800, 1088)]), feats)[0]
     ours = generate_anchors(
-        (800, 1088), sizes=torchvision_anchor_sizes(), scales=None, round_base=True,
-        grid_sizes=grids, strides_from_grid=True,
+        (800, 1088),
+        sizes=torchvision_anchor_sizes(),
+        scales=None,
+        round_base=True,
+        grid_sizes=grids,
+        strides_from_grid=True,
     )
     torch.testing.assert_close(ours, expected, rtol=0, atol=0)
 

@@ -41,8 +41,10 @@ def test_cli_reports_user_errors_in_one_line_with_exit_code_1(tmp_path, capsys) 
     assert main(["shapes", "--out", str(tmp_path / "s"), "--train", "2", "--val", "0", "--image-size", "8"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "image_size" in err and "Traceback" not in err
-    assert main(["shapes", "--out", str(tmp_path / "s"), "--train", "2", "--val", "0", "--image-size", "32",
-                 "--quiet"]) == 0
+    assert (
+        main(["shapes", "--out", str(tmp_path / "s"), "--train", "2", "--val", "0", "--image-size", "32", "--quiet"])
+        == 0
+    )
     assert main(["shapes", "--out", str(tmp_path / "s"), "--train", "3", "--val", "0", "--image-size", "32"]) == 1
     assert "--overwrite" in capsys.readouterr().err
 
@@ -87,8 +89,21 @@ def test_cli_train_evaluate_detect_end_to_end(trained_run, tiny_shapes, tmp_path
     assert main(["evaluate", "--checkpoint", str(trained_run), "--data", str(tiny_shapes), "--quiet"]) == 0
     assert "AP75" in capsys.readouterr().out
     image = tiny_shapes / "images" / "000000.png"
-    assert main(["detect", "--checkpoint", str(trained_run / "last.pt"), str(image), "--out", str(tmp_path / "det"),
-                 "--score", "0"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--checkpoint",
+                str(trained_run / "last.pt"),
+                str(image),
+                "--out",
+                str(tmp_path / "det"),
+                "--score",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "det" / "000000_detections.png").stat().st_size > 1000
     model, names = load_model(trained_run)
     assert names == ["ellipse", "rectangle", "triangle", "ring"] and not model.training
@@ -145,8 +160,14 @@ def test_a_checkpoint_holding_code_is_refused_and_nothing_runs(command, tiny_sha
     evil = _malicious_checkpoint(run / "last.pt", marker)
     argv = {
         "evaluate": ["evaluate", "--checkpoint", str(evil), "--data", str(tiny_shapes), "--quiet"],
-        "detect": ["detect", "--checkpoint", str(evil), str(tiny_shapes / "images" / "000000.png"),
-                   "--out", str(tmp_path / "det")],
+        "detect": [
+            "detect",
+            "--checkpoint",
+            str(evil),
+            str(tiny_shapes / "images" / "000000.png"),
+            "--out",
+            str(tmp_path / "det"),
+        ],
         "train --resume": ["train", "--data", str(tiny_shapes), "--out", str(run), "--resume", *TRAIN],
     }[command]
     assert main(argv) == 1
@@ -280,8 +301,9 @@ BAD_ARGUMENTS = [
 
 
 @pytest.mark.parametrize("extra, named", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
-def test_a_wrong_argument_is_one_line_exit_2_and_nothing_written(extra, named, tiny_shapes, tmp_path, monkeypatch,
-                                                                  capsys):
+def test_a_wrong_argument_is_one_line_exit_2_and_nothing_written(
+    extra, named, tiny_shapes, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "out"
     command, rest = extra[0], extra[1:]
@@ -305,7 +327,11 @@ def test_detect_gives_images_with_the_same_name_their_own_outputs(trained_run, t
     assert main(["detect", "--checkpoint", str(trained_run), *images, "--out", str(out), "--score", "0"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["x_2_detections.png", "x_detections.png"]
     assert detection_file_names(["a/x.png", "b/x.png", "x_2.png", "c/x.png"]) == [
-        "x_detections.png", "x_2_detections.png", "x_2_2_detections.png", "x_3_detections.png"]
+        "x_detections.png",
+        "x_2_detections.png",
+        "x_2_2_detections.png",
+        "x_3_detections.png",
+    ]
 
 
 def test_resuming_on_other_data_with_the_same_classes_is_refused(trained_run, tmp_path, capsys):

@@ -21,9 +21,26 @@ FITTED = (16, 32, 64, 128, 256)
 def tree_run(tmp_path_factory) -> Path:
     """Two training steps on the validation image (cheap): enough to check what the run records."""
     out = tmp_path_factory.mktemp("trees") / "run"
-    argv = ["train", "--data", str(TREES / "val"), "--out", str(out), "--preset", "cpu", "--epochs", "2",
-            "--batch-size", "1", "--workers", "0", "--device", "cpu", "--quiet",
-            "--anchor-sizes", *map(str, FITTED)]
+    argv = [
+        "train",
+        "--data",
+        str(TREES / "val"),
+        "--out",
+        str(out),
+        "--preset",
+        "cpu",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--anchor-sizes",
+        *map(str, FITTED),
+    ]
     assert main(argv) == 0
     return out
 
@@ -62,8 +79,25 @@ def test_detect_says_how_to_tile_an_image_larger_than_the_training_size(tree_run
     assert main(["detect", "--checkpoint", str(tree_run), image, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
     assert "larger than the training size 256" in err and "--tile 256" in err
-    assert main(["detect", "--checkpoint", str(tree_run), image, "--out", str(tmp_path / "b"), "--tile", "256",
-                 "--overlap", "64", "--score", "0"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--checkpoint",
+                str(tree_run),
+                image,
+                "--out",
+                str(tmp_path / "b"),
+                "--tile",
+                "256",
+                "--overlap",
+                "64",
+                "--score",
+                "0",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "larger than the training size" not in captured.err
     assert (tmp_path / "b" / "SOAP_061_detections.png").is_file()

@@ -28,8 +28,9 @@ def test_coco_round_trip_targets_match_the_json(tiny_shapes: Path) -> None:
     for index in range(len(dataset)):
         image, target = dataset[index]
         anns = [a for a in data["annotations"] if a["image_id"] == dataset.ids[index]]
-        expected = box_convert(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4),
-                               "xywh", "xyxy")
+        expected = box_convert(
+            torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4), "xywh", "xyxy"
+        )
         assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
         torch.testing.assert_close(target["boxes"], expected)
         assert target["labels"].tolist() == [a["category_id"] - 1 for a in anns]
@@ -127,26 +128,46 @@ BAD_COCO = {
     "missing annotations": (lambda d: _drop(d, "annotations"), ["missing top-level key 'annotations'"]),
     "missing categories": (lambda d: _drop(d, "categories"), ["missing top-level key 'categories'"]),
     "image without width": (lambda d: _drop(d["images"][1], "width"), ["image 2 ('b.png')", "missing key 'width'"]),
-    "annotation without bbox": (lambda d: _drop(d["annotations"][1], "bbox"),
-                                ["annotation 6 (index 1)", "missing key 'bbox'"]),
-    "bbox of 3 numbers": (lambda d: d["annotations"][1].update(bbox=[1, 2, 3]),
-                          ["image 1 ('a.png')", "annotation 6 (index 1)", "bbox [1, 2, 3]", "4 finite numbers"]),
-    "bbox with a string": (lambda d: d["annotations"][1].update(bbox=["1", 2, 3, 4]),
-                           ["annotation 6", 'bbox ["1", 2, 3, 4]', "4 finite numbers"]),
-    "bbox with infinity": (lambda d: d["annotations"][1].update(bbox=[1, 2, float("inf"), 4]),
-                           ["annotation 6", "4 finite numbers"]),
-    "zero width": (lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 9]),
-                   ["image 1 ('a.png')", "annotation 5 (index 0)", "bbox [5, 5, 0, 9]", "width or height <= 0"]),
-    "negative height": (lambda d: d["annotations"][2].update(bbox=[5, 5, 3, -9]),
-                        ["image 2 ('b.png')", "annotation 7 (index 2)", "bbox [5, 5, 3, -9]", "<= 0"]),
-    "box outside the image": (lambda d: d["annotations"][0].update(bbox=[100, 5, 5, 5]),
-                              ["annotation 5", "bbox [100, 5, 5, 5]", "entirely outside the 32x24 image"]),
-    "unknown category": (lambda d: d["annotations"][0].update(category_id=9),
-                         ["image 1 ('a.png')", "annotation 5", "unknown category id 9"]),
-    "unknown image": (lambda d: d["annotations"][2].update(image_id=42),
-                      ["annotation 7 (index 2)", "unknown image id 42"]),
-    "duplicate image id": (lambda d: d["images"][1].update(id=1),
-                           ["image 1 ('b.png') at index 1", "duplicate image id"]),
+    "annotation without bbox": (
+        lambda d: _drop(d["annotations"][1], "bbox"),
+        ["annotation 6 (index 1)", "missing key 'bbox'"],
+    ),
+    "bbox of 3 numbers": (
+        lambda d: d["annotations"][1].update(bbox=[1, 2, 3]),
+        ["image 1 ('a.png')", "annotation 6 (index 1)", "bbox [1, 2, 3]", "4 finite numbers"],
+    ),
+    "bbox with a string": (
+        lambda d: d["annotations"][1].update(bbox=["1", 2, 3, 4]),
+        ["annotation 6", 'bbox ["1", 2, 3, 4]', "4 finite numbers"],
+    ),
+    "bbox with infinity": (
+        lambda d: d["annotations"][1].update(bbox=[1, 2, float("inf"), 4]),
+        ["annotation 6", "4 finite numbers"],
+    ),
+    "zero width": (
+        lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 9]),
+        ["image 1 ('a.png')", "annotation 5 (index 0)", "bbox [5, 5, 0, 9]", "width or height <= 0"],
+    ),
+    "negative height": (
+        lambda d: d["annotations"][2].update(bbox=[5, 5, 3, -9]),
+        ["image 2 ('b.png')", "annotation 7 (index 2)", "bbox [5, 5, 3, -9]", "<= 0"],
+    ),
+    "box outside the image": (
+        lambda d: d["annotations"][0].update(bbox=[100, 5, 5, 5]),
+        ["annotation 5", "bbox [100, 5, 5, 5]", "entirely outside the 32x24 image"],
+    ),
+    "unknown category": (
+        lambda d: d["annotations"][0].update(category_id=9),
+        ["image 1 ('a.png')", "annotation 5", "unknown category id 9"],
+    ),
+    "unknown image": (
+        lambda d: d["annotations"][2].update(image_id=42),
+        ["annotation 7 (index 2)", "unknown image id 42"],
+    ),
+    "duplicate image id": (
+        lambda d: d["images"][1].update(id=1),
+        ["image 1 ('b.png') at index 1", "duplicate image id"],
+    ),
     "duplicate annotation id": (lambda d: d["annotations"][1].update(id=5), ["annotation 5 (index 1)", "duplicate"]),
 }
 
@@ -187,7 +208,7 @@ def test_a_corrupt_image_is_reported_when_the_dataset_is_opened_naming_it(tmp_pa
     ann_file = _write_coco(tmp_path, _coco_base())
     path = tmp_path / "img" / "b.png"
     data = path.read_bytes()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png" if damage == "not an image" else data[:len(data) // 2])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png" if damage == "not an image" else data[: len(data) // 2])
     with pytest.raises(ValueError) as info:
         CocoDetection(tmp_path / "img", ann_file)
     message = str(info.value)
@@ -225,8 +246,10 @@ def test_file_names_leaving_the_image_folder_are_refused(tmp_path: Path, name: s
 
 def test_boxes_written_as_xyxy_give_a_warning_saying_so(tmp_path: Path) -> None:
     data = _coco_base()
-    data["annotations"] = [{"id": k, "image_id": 2, "category_id": 7, "bbox": [x1, y1, x2, y2]}
-                           for k, (x1, y1, x2, y2) in enumerate([(10, 5, 35, 25), (12, 10, 38, 28), (20, 4, 35, 20)])]
+    data["annotations"] = [
+        {"id": k, "image_id": 2, "category_id": 7, "bbox": [x1, y1, x2, y2]}
+        for k, (x1, y1, x2, y2) in enumerate([(10, 5, 35, 25), (12, 10, 38, 28), (20, 4, 35, 20)])
+    ]
     with pytest.warns(UserWarning, match=r"3 of 3 boxes .* overran .* written as \[x1, y1, x2, y2\]"):
         CocoDetection(tmp_path / "img", _write_coco(tmp_path, data))
 

@@ -64,8 +64,9 @@ def test_download_with_the_right_checksum_lands_in_place(tmp_path: Path, http_di
     www, base = http_dir
     payload = os.urandom(300_000)
     (www / "data.bin").write_bytes(payload)
-    dest = download_file(f"{base}/data.bin", tmp_path / "dl" / "data.bin",
-                         sha256=hashlib.sha256(payload).hexdigest(), progress=False)
+    dest = download_file(
+        f"{base}/data.bin", tmp_path / "dl" / "data.bin", sha256=hashlib.sha256(payload).hexdigest(), progress=False
+    )
     assert dest.read_bytes() == payload
     assert sorted(os.listdir(dest.parent)) == ["data.bin"]
     (www / "data.bin").unlink()  # already there with the right hash: not downloaded again
@@ -75,8 +76,9 @@ def test_download_with_the_right_checksum_lands_in_place(tmp_path: Path, http_di
 def test_download_from_a_file_url(tmp_path: Path) -> None:
     source = tmp_path / "src.txt"
     source.write_bytes(b"hello")
-    dest = download_file(source.as_uri(), tmp_path / "out" / "copy.txt", sha256=hashlib.sha256(b"hello").hexdigest(),
-                         progress=False)
+    dest = download_file(
+        source.as_uri(), tmp_path / "out" / "copy.txt", sha256=hashlib.sha256(b"hello").hexdigest(), progress=False
+    )
     assert dest.read_bytes() == b"hello"
 
 
@@ -154,13 +156,16 @@ def _file(name: str) -> tarfile.TarInfo:
     return info
 
 
-@pytest.mark.parametrize("members, named", [
-    ([_link("top/passwd", "../../../etc/passwd")], "top/passwd"),
-    # each link alone stays inside; followed in a chain, b reaches the destination's parent
-    ([_link("a", "."), _link("a/b", "..")], "'a'"),
-    ([_file("top/real.txt"), _link("top/alias.txt", "real.txt")], "top/alias.txt"),
-    ([_file("top/real.txt"), _link("top/hard.txt", "top/real.txt", tarfile.LNKTYPE)], "top/hard.txt"),
-])
+@pytest.mark.parametrize(
+    "members, named",
+    [
+        ([_link("top/passwd", "../../../etc/passwd")], "top/passwd"),
+        # each link alone stays inside; followed in a chain, b reaches the destination's parent
+        ([_link("a", "."), _link("a/b", "..")], "'a'"),
+        ([_file("top/real.txt"), _link("top/alias.txt", "real.txt")], "top/alias.txt"),
+        ([_file("top/real.txt"), _link("top/hard.txt", "top/real.txt", tarfile.LNKTYPE)], "top/hard.txt"),
+    ],
+)
 def test_extract_archive_refuses_any_link_member_naming_it_and_writes_nothing(tmp_path, members, named) -> None:
     archive = _tar_with(tmp_path / "link.tar", *members)
     with pytest.raises(ValueError, match="is a link") as info:
@@ -172,7 +177,7 @@ def test_extract_archive_refuses_any_link_member_naming_it_and_writes_nothing(tm
 def test_extract_archive_refuses_a_symlink_stored_in_a_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
         info = zipfile.ZipInfo("top/passwd")
-        info.external_attr = (0o120777 << 16)  # S_IFLNK | 0777, as `zip --symlinks` writes it
+        info.external_attr = 0o120777 << 16  # S_IFLNK | 0777, as `zip --symlinks` writes it
         zf.writestr(info, "../../../etc/passwd")
     with pytest.raises(ValueError, match="'top/passwd' is a link"):
         extract_archive(tmp_path / "link.zip", tmp_path / "dest")
@@ -193,8 +198,10 @@ def test_download_leaves_no_temporary_and_cleans_those_of_a_killed_download(tmp_
 def _fake_pennfudan(root: Path) -> list[np.ndarray]:
     """Two images with instance masks (values 1..k), as in PennFudanPed/{PNGImages,PedMasks}."""
     masks = []
-    for name, (h, w), instances in (("FudanPed00001", (40, 50), [(2, 3, 10, 20), (20, 5, 45, 38)]),
-                                    ("PennPed00002", (30, 20), [(0, 0, 20, 30)])):
+    for name, (h, w), instances in (
+        ("FudanPed00001", (40, 50), [(2, 3, 10, 20), (20, 5, 45, 38)]),
+        ("PennPed00002", (30, 20), [(0, 0, 20, 30)]),
+    ):
         _write_png(root / "PNGImages" / f"{name}.png", w, h)
         mask = np.zeros((h, w), dtype=np.uint8)
         for k, (x1, y1, x2, y2) in enumerate(instances, start=1):
@@ -232,8 +239,14 @@ def test_download_dataset_downloads_extracts_and_converts(tmp_path: Path, monkey
         for path in sorted((source / "PennFudanPed").rglob("*.png")):
             zf.write(path, path.relative_to(source).as_posix())
     spec = DATASETS["pennfudan"]
-    local = type(spec)(url=archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
-                       folder=spec.folder, images=spec.images, convert=spec.convert, description=spec.description)
+    local = type(spec)(
+        url=archive.as_uri(),
+        sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
+        folder=spec.folder,
+        images=spec.images,
+        convert=spec.convert,
+        description=spec.description,
+    )
     monkeypatch.setitem(DATASETS, "pennfudan", local)
     folder = download_dataset("pennfudan", tmp_path / "data", progress=False)
     assert folder == tmp_path / "data" / "PennFudanPed"

@@ -41,8 +41,11 @@ def test_eight_bit_modes_load_as_pils_rgb_conversion(tmp_path: Path, mode: str) 
     channels = {"L": 1, "LA": 2, "RGBA": 4, "1": 1, "P": 1, "CMYK": 4}[mode]
     array = _random((9, 11, channels)).squeeze(-1) if channels == 1 else _random((9, 11, channels))
     base = Image.fromarray(array, mode={1: "L", 2: "LA", 4: "RGBA"}[channels])
-    image = base.convert(mode) if mode in ("1", "P") else (Image.frombytes("CMYK", base.size, base.tobytes())
-                                                          if mode == "CMYK" else base)
+    image = (
+        base.convert(mode)
+        if mode in ("1", "P")
+        else (Image.frombytes("CMYK", base.size, base.tobytes()) if mode == "CMYK" else base)
+    )
     path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
     image.save(path, **({"quality": 100} if mode == "CMYK" else {}))
     with Image.open(path) as reread:

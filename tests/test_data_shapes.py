@@ -36,8 +36,9 @@ def _siblings(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def shapes_256(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The annotations of 200 default-size (256 px) shapes images."""
-    root = make_shapes(tmp_path_factory.mktemp("s256") / "s", num_images=200, image_size=256, seed=3,
-                       workers=2, progress=False)
+    root = make_shapes(
+        tmp_path_factory.mktemp("s256") / "s", num_images=200, image_size=256, seed=3, workers=2, progress=False
+    )
     return _load_json(root / "annotations.json")
 
 
@@ -55,8 +56,9 @@ def test_different_seeds_give_different_data(tmp_path: Path) -> None:
     a = make_shapes(tmp_path / "a", num_images=8, image_size=64, seed=0, workers=1, progress=False)
     b = make_shapes(tmp_path / "b", num_images=8, image_size=64, seed=1, workers=1, progress=False)
     assert _load_json(a / "annotations.json")["annotations"] != _load_json(b / "annotations.json")["annotations"]
-    assert not np.array_equal(np.asarray(Image.open(a / "images/000000.png")),
-                              np.asarray(Image.open(b / "images/000000.png")))
+    assert not np.array_equal(
+        np.asarray(Image.open(a / "images/000000.png")), np.asarray(Image.open(b / "images/000000.png"))
+    )
 
 
 def test_files_follow_the_coco_layout(tiny_shapes: Path) -> None:
@@ -102,8 +104,9 @@ def test_boxes_are_tight_around_the_drawn_pixels(tiny_shapes: Path) -> None:
             ys, xs = np.nonzero(canvas.max(axis=2) > 0)
             drawn = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)  # pixel edges
             x, y, w, h = ann["bbox"]
-            np.testing.assert_allclose(drawn, [x, y, x + w, y + h], atol=1.0 + 1e-6,
-                                       err_msg=f"image {index} {SHAPES_CLASSES[obj.label]}")
+            np.testing.assert_allclose(
+                drawn, [x, y, x + w, y + h], atol=1.0 + 1e-6, err_msg=f"image {index} {SHAPES_CLASSES[obj.label]}"
+            )
             checked += 1
     assert checked > 30
 
@@ -183,8 +186,13 @@ def test_a_folder_with_other_files_is_not_overwritten(tmp_path: Path) -> None:
     [
         (RuntimeError, 1),
         (KeyboardInterrupt, 1),
-        pytest.param(RuntimeError, 2, marks=pytest.mark.skipif(
-            shapes_module._start_method() != "fork", reason="the patch reaches workers only when they are forked")),
+        pytest.param(
+            RuntimeError,
+            2,
+            marks=pytest.mark.skipif(
+                shapes_module._start_method() != "fork", reason="the patch reaches workers only when they are forked"
+            ),
+        ),
     ],
 )
 def test_interrupted_generation_leaves_no_folder_and_no_temp_folder(tmp_path, monkeypatch, error, workers) -> None:

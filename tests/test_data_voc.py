@@ -35,8 +35,9 @@ def _voc_xml(filename: str | None, objects: list[dict], size: tuple[int, int] | 
             parts.append(f"<difficult>{obj['difficult']}</difficult>")
         if "box" in obj:
             tags = ("xmin", "ymin", "xmax", "ymax")
-            parts.append("<bndbox>" + "".join(f"<{t}>{v}</{t}>" for t, v in zip(tags, obj["box"]) if v is not None)
-                         + "</bndbox>")
+            parts.append(
+                "<bndbox>" + "".join(f"<{t}>{v}</{t}>" for t, v in zip(tags, obj["box"]) if v is not None) + "</bndbox>"
+            )
         parts.append("</object>")
     parts.append("</annotation>")
     return "\n".join(parts)
@@ -54,10 +55,13 @@ def _write_voc(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path]:
 
 def _voc_good() -> dict[str, str]:
     return {
-        "a.xml": _voc_xml("a.png", [
-            {"name": "dog", "box": (1, 1, 10, 12), "difficult": 0},
-            {"name": "cat", "box": (5, 6, 20, 24), "difficult": 1},
-        ]),
+        "a.xml": _voc_xml(
+            "a.png",
+            [
+                {"name": "dog", "box": (1, 1, 10, 12), "difficult": 0},
+                {"name": "cat", "box": (5, 6, 20, 24), "difficult": 1},
+            ],
+        ),
         "b.xml": _voc_xml("b.png", [{"name": "cat", "box": (3, 4, 30, 20)}]),
     }
 
@@ -105,8 +109,10 @@ def test_voc_coco_api_keeps_difficult_objects_as_crowd(tmp_path: Path) -> None:
 
 
 BAD_VOC = {
-    "xmax < xmin": (_voc_xml("a.png", [{"name": "dog", "box": (10, 1, 5, 12)}]),
-                    ["object 0 ('dog')", "xmin=10", "xmax=5", "xmax < xmin"]),
+    "xmax < xmin": (
+        _voc_xml("a.png", [{"name": "dog", "box": (10, 1, 5, 12)}]),
+        ["object 0 ('dog')", "xmin=10", "xmax=5", "xmax < xmin"],
+    ),
     "ymax < ymin": (_voc_xml("a.png", [{"name": "dog", "box": (1, 10, 5, 2)}]), ["ymax < ymin"]),
     "missing bndbox": (_voc_xml("a.png", [{"name": "dog"}]), ["object 0 ('dog')", "missing <bndbox>"]),
     "missing xmin": (_voc_xml("a.png", [{"name": "dog", "box": (None, 1, 5, 12)}]), ["object 0", "missing <xmin>"]),

@@ -58,9 +58,19 @@ def test_mixed_precision_is_off_when_disabled_and_bf16_only_where_native(monkeyp
     assert mixed_precision_dtype(torch.device("cpu")) == torch.bfloat16
 
 
-@pytest.mark.parametrize("name", ["default_device", "dist_is_on", "is_main_process", "setup_distributed",
-                                  "average_buffers", "mixed_precision_dtype", "cpu_has_native_bf16",
-                                  "cpu_bf16_speedup"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "default_device",
+        "dist_is_on",
+        "is_main_process",
+        "setup_distributed",
+        "average_buffers",
+        "mixed_precision_dtype",
+        "cpu_has_native_bf16",
+        "cpu_bf16_speedup",
+    ],
+)
 def test_train_re_exports_what_moved_to_device(name):
     """Notebooks and ablations import these from retina_edu.train: they must be the same objects."""
     assert getattr(retina_edu.train, name) is getattr(device, name)

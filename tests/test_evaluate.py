@@ -33,16 +33,19 @@ def _own_targets(dataset, indices=None) -> tuple[list, list[dict]]:
     for index in range(len(dataset)) if indices is None else indices:
         target = dataset.get_target(index)
         ids.append(target["image_id"])
-        detections.append({"boxes": target["boxes"], "labels": target["labels"],
-                           "scores": torch.ones(len(target["labels"]))})
+        detections.append(
+            {"boxes": target["boxes"], "labels": target["labels"], "scores": torch.ones(len(target["labels"]))}
+        )
     return ids, detections
 
 
 def _single_box_dataset(tmp_path: Path) -> CocoDetection:
     _write_png(tmp_path / "img" / "a.png", 64, 48)
-    data = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
-            "categories": [{"id": 1, "name": "thing"}]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(data))
     return CocoDetection(tmp_path / "img", tmp_path / "ann.json")
 
@@ -76,18 +79,23 @@ def test_metrics_equal_cocoeval_run_on_the_file_itself(tiny_shapes: Path) -> Non
     generator = torch.Generator().manual_seed(0)
     ids, detections = _own_targets(dataset)
     for det in detections:  # jitter the boxes, add a false positive, random scores
-        det["boxes"] = torch.cat([det["boxes"] + 6 * torch.randn(det["boxes"].shape, generator=generator),
-                                  torch.tensor([[5.0, 5.0, 40.0, 40.0]])]).clamp(0, 96)
+        det["boxes"] = torch.cat(
+            [
+                det["boxes"] + 6 * torch.randn(det["boxes"].shape, generator=generator),
+                torch.tensor([[5.0, 5.0, 40.0, 40.0]]),
+            ]
+        ).clamp(0, 96)
         det["labels"] = torch.cat([det["labels"], torch.tensor([1])])
         det["scores"] = torch.rand(len(det["labels"]), generator=generator)
     result = coco_map_from_predictions(ids, detections, dataset)
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(tiny_shapes / "annotations.json"))
-        results = [{"image_id": i, "category_id": int(label) + 1, "score": float(score),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1]}
-                   for i, det in zip(ids, detections)
-                   for (x1, y1, x2, y2), label, score in zip(det["boxes"].tolist(), det["labels"], det["scores"])]
+        results = [
+            {"image_id": i, "category_id": int(label) + 1, "score": float(score), "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            for i, det in zip(ids, detections)
+            for (x1, y1, x2, y2), label, score in zip(det["boxes"].tolist(), det["labels"], det["scores"])
+        ]
         reference = COCOeval(coco, coco.loadRes(results), "bbox")
         reference.evaluate()
         reference.accumulate()
@@ -103,8 +111,7 @@ def test_a_subset_scores_only_its_own_images(tiny_shapes: Path) -> None:
     ids, detections = _own_targets(dataset, [3, 5, 7])
     assert coco_map_from_predictions(ids, detections, subset).AP == ONE
     # Detections missing for image 7: only the objects of images 3, 5 and 7 are counted.
-    partial = coco_map_from_predictions(ids, detections[:2] + [{k: v[:0] for k, v in detections[2].items()}],
-                                        subset)
+    partial = coco_map_from_predictions(ids, detections[:2] + [{k: v[:0] for k, v in detections[2].items()}], subset)
     found = sum(len(d["labels"]) for d in detections[:2])
     assert len(detections[2]["labels"]) > 0 and 0 < partial.AP50 < 1.0
     assert partial.AP50 <= found / (found + len(detections[2]["labels"])) + 1e-6
@@ -113,20 +120,29 @@ def test_a_subset_scores_only_its_own_images(tiny_shapes: Path) -> None:
 def test_voc_path_scores_ap_one_and_ignores_difficult_objects(tmp_path: Path) -> None:
     image_dir, ann_dir = tmp_path / "JPEGImages", tmp_path / "Annotations"
     ann_dir.mkdir(parents=True)
-    for name, objects in (("a", [("dog", (1, 1, 10, 12), 0), ("cat", (5, 6, 20, 24), 1)]),
-                          ("b", [("cat", (3, 4, 30, 20), 0), ("dog", (0, 20, 40, 30), 0)])):
+    for name, objects in (
+        ("a", [("dog", (1, 1, 10, 12), 0), ("cat", (5, 6, 20, 24), 1)]),
+        ("b", [("cat", (3, 4, 30, 20), 0), ("dog", (0, 20, 40, 30), 0)]),
+    ):
         _write_png(image_dir / f"{name}.png", 32, 24)
-        xml = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"
-                      f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
-                      for n, b, d in objects)
-        (ann_dir / f"{name}.xml").write_text(f"<annotation><filename>{name}.png</filename><size><width>32</width>"
-                                             f"<height>24</height></size>{xml}</annotation>")
+        xml = "".join(
+            f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"
+            f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for n, b, d in objects
+        )
+        (ann_dir / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.png</filename><size><width>32</width>"
+            f"<height>24</height></size>{xml}</annotation>"
+        )
     dataset = VOCDetection(image_dir, ann_dir)
     ids, detections = _own_targets(dataset)
     assert coco_map_from_predictions(ids, detections, dataset).AP == ONE
     # A detection on the difficult cat is neither a hit nor a false positive.
-    detections[0] = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 12.0], [4.0, 5.0, 20.0, 24.0]]),
-                     "labels": torch.tensor([1, 0]), "scores": torch.tensor([0.5, 0.9])}
+    detections[0] = {
+        "boxes": torch.tensor([[0.0, 0.0, 10.0, 12.0], [4.0, 5.0, 20.0, 24.0]]),
+        "labels": torch.tensor([1, 0]),
+        "scores": torch.tensor([0.5, 0.9]),
+    }
     assert coco_map_from_predictions(ids, detections, dataset).AP == ONE
 
 
@@ -136,8 +152,10 @@ def _awkward_coco(tmp_path: Path) -> Path:
     _write_png(tmp_path / "img" / "a.png", 32, 24)
     _write_png(tmp_path / "img" / "b.png", 40, 30)
     data = {
-        "images": [{"id": "img-a", "file_name": "a.png", "width": 32, "height": 24},
-                   {"id": "img-b", "file_name": "b.png", "width": 40, "height": 30}],
+        "images": [
+            {"id": "img-a", "file_name": "a.png", "width": 32, "height": 24},
+            {"id": "img-b", "file_name": "b.png", "width": 40, "height": 30},
+        ],
         "annotations": [
             {"id": "x", "image_id": "img-a", "category_id": 7, "bbox": [-5, 2, 15, 10]},
             {"id": "y", "image_id": "img-a", "category_id": 3, "bbox": [20, 14, 20, 20]},
@@ -155,8 +173,11 @@ def _awkward_voc(tmp_path: Path) -> Path:
     ann_dir.mkdir(parents=True)
     _write_png(image_dir / "a.png", 32, 24)
     objects = [("dog", (-3, 1, 10, 12)), ("cat", (20, 10, 45, 40))]
-    xml = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-                  f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
+    xml = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+        f"<ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
     (ann_dir / "a.xml").write_text(f"<annotation><filename>a.png</filename>{xml}</annotation>")  # no <size>
     return tmp_path
 
@@ -178,8 +199,12 @@ def test_the_evaluation_index_holds_the_clipped_boxes_and_the_files_areas(tmp_pa
     dataset = CocoDetection(tmp_path / "img", _awkward_coco(tmp_path))
     coco = dataset.coco_api()
     anns = coco.dataset["annotations"]
-    assert [a["bbox"] for a in anns] == [[0.0, 2.0, 10.0, 10.0], [20.0, 14.0, 12.0, 10.0],
-                                         [1.0, 1.0, 38.0, 28.0], [5.0, 5.0, 10.0, 10.0]]
+    assert [a["bbox"] for a in anns] == [
+        [0.0, 2.0, 10.0, 10.0],
+        [20.0, 14.0, 12.0, 10.0],
+        [1.0, 1.0, 38.0, 28.0],
+        [5.0, 5.0, 10.0, 10.0],
+    ]
     assert [a["area"] for a in anns] == [100.0, 120.0, 500.0, 100.0] and [a["iscrowd"] for a in anns] == [0, 0, 0, 1]
     assert sorted(coco.getImgIds()) == [0, 1] and dataset.coco_image_ids(["img-b"]) == [1]
 

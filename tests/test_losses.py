@@ -84,8 +84,10 @@ def test_softmax_focal_loss_gamma_zero_is_cross_entropy_and_matches_a_formula():
     g = torch.Generator().manual_seed(2)
     logits, targets = torch.randn(20, 5, generator=g), torch.randint(0, 5, (20,), generator=g)
     weights = torch.rand(5, generator=g)
-    torch.testing.assert_close(softmax_focal_loss(logits, targets, weights, gamma=0.0),
-                               F.cross_entropy(logits, targets, weight=weights, reduction="none"))
+    torch.testing.assert_close(
+        softmax_focal_loss(logits, targets, weights, gamma=0.0),
+        F.cross_entropy(logits, targets, weight=weights, reduction="none"),
+    )
     p_t = logits.double().softmax(1).gather(1, targets[:, None])[:, 0]
     expected = -((1 - p_t) ** 2) * torch.log(p_t)
     torch.testing.assert_close(softmax_focal_loss(logits.double(), targets, gamma=2.0), expected)
@@ -138,8 +140,10 @@ def reference_loss(cls_logits, box_deltas, anchors, targets, normalize="batch", 
     if normalize == "batch":
         n = max(1, sum(positives))
         return sum(cls_sums) / n, sum(box_sums) / n
-    return (sum(c / max(1, p) for c, p in zip(cls_sums, positives)) / len(targets),
-            sum(b / max(1, p) for b, p in zip(box_sums, positives)) / len(targets))
+    return (
+        sum(c / max(1, p) for c, p in zip(cls_sums, positives)) / len(targets),
+        sum(b / max(1, p) for b, p in zip(box_sums, positives)) / len(targets),
+    )
 
 
 def make_batch(objects_per_image, num_classes=3, size=128, seed=0):
@@ -198,8 +202,10 @@ def test_loss_at_prior_init_is_what_the_formula_predicts():
 @pytest.mark.parametrize(
     "targets,message",
     [
-        ([{"boxes": torch.tensor([[5.0, 5, 3, 9]]), "labels": torch.tensor([0])}],
-         r"target 0: box 0 \[5.0, 5.0, 3.0, 9.0\] has x2 <= x1"),
+        (
+            [{"boxes": torch.tensor([[5.0, 5, 3, 9]]), "labels": torch.tensor([0])}],
+            r"target 0: box 0 \[5.0, 5.0, 3.0, 9.0\] has x2 <= x1",
+        ),
         ([{"boxes": torch.tensor([[5.0, 5, 9, 5]]), "labels": torch.tensor([0])}], "y2 <= y1"),
         ([{"boxes": torch.tensor([[5.0, 5, float("nan"), 9]]), "labels": torch.tensor([0])}], "not finite"),
         ([{"boxes": torch.tensor([[5.0, 5, 9, 9]]), "labels": torch.tensor([3])}], "label 3, outside"),
@@ -220,7 +226,7 @@ def test_fast_focal_loss_per_image_equals_the_plain_formula(alpha, gamma, dtype,
     if chunk is not None:
         monkeypatch.setattr(retina_edu.losses, "_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(int(gamma * 10) + (alpha is None))
-    logits = (torch.randn(3, 500, 4, generator=g, dtype=dtype) * 3 - 2)
+    logits = torch.randn(3, 500, 4, generator=g, dtype=dtype) * 3 - 2
     labels = torch.where(torch.rand(3, 500, generator=g) < 0.05, torch.randint(0, 4, (3, 500), generator=g), -1)
     valid = torch.rand(3, 500, generator=g) > 0.1
     valid |= labels >= 0
@@ -243,8 +249,11 @@ def reference_ohem(cls_logits, anchors, targets, ratio):
     matcher = Matcher(0.5, 0.4, True)
     pos_losses, neg_losses = [], []
     for logits, t in zip(cls_logits.double(), targets):
-        matched = matcher(torchvision.ops.box_iou(t["boxes"], anchors)) if len(t["boxes"]) else torch.full(
-            (anchors.shape[0],), -1)
+        matched = (
+            matcher(torchvision.ops.box_iou(t["boxes"], anchors))
+            if len(t["boxes"])
+            else torch.full((anchors.shape[0],), -1)
+        )
         target = torch.zeros_like(logits)
         fg = matched >= 0
         target[fg, t["labels"][matched[fg]]] = 1.0

@@ -79,8 +79,9 @@ def test_pad_boxes_shapes_and_labels():
 
 def random_targets(counts, num_classes=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [{"boxes": random_gt(n, generator=g), "labels": torch.randint(0, num_classes, (n,), generator=g)}
-            for n in counts]
+    return [
+        {"boxes": random_gt(n, generator=g), "labels": torch.randint(0, num_classes, (n,), generator=g)} for n in counts
+    ]
 
 
 @pytest.mark.parametrize("low_quality", [True, False])

@@ -80,8 +80,10 @@ def test_head_outputs_have_one_row_per_anchor():
 
 def test_train_mode_returns_the_two_losses_and_they_backpropagate():
     model = small_model().train()
-    targets = [{"boxes": torch.tensor([[10.0, 12, 60, 70]]), "labels": torch.tensor([2])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 12, 60, 70]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
     losses = model(torch.rand(2, 3, 96, 96), targets)
     assert set(losses) == {"classification", "bbox_regression"}
     sum(losses.values()).backward()

@@ -16,7 +16,7 @@ CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they d
 
 def requirement(spec: str) -> tuple[str, str]:
     name = re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].strip().lower()
-    return name, spec[len(name):].strip()
+    return name, spec[len(name) :].strip()
 
 
 def pyproject_requirements() -> dict[str, str]:

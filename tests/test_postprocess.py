@@ -64,14 +64,18 @@ def test_batched_postprocess_equals_per_image_reference(batch, num_classes, bias
 def test_topk_and_detections_per_image_limits():
     cls_logits, box_deltas, levels = head_outputs(2, (128, 128), 3, seed=9, bias=0.0)
     anchors, counts = torch.cat(levels), [a.shape[0] for a in levels]
-    ours = postprocess_detections(cls_logits, box_deltas, anchors, counts, [(128, 128)] * 2, topk_candidates=50, detections_per_img=7)
+    ours = postprocess_detections(
+        cls_logits, box_deltas, anchors, counts, [(128, 128)] * 2, topk_candidates=50, detections_per_img=7
+    )
     assert [len(d["boxes"]) for d in ours] == [7, 7]
     assert_same_detections(ours, reference(cls_logits, box_deltas, levels, [(128, 128)] * 2, topk=50, keep=7))
 
 
 def test_nothing_above_threshold_gives_empty_tensors_of_the_right_shape():
     cls_logits, box_deltas, levels = head_outputs(2, (64, 64), 3, seed=1, bias=-20.0)
-    out = postprocess_detections(cls_logits, box_deltas, torch.cat(levels), [a.shape[0] for a in levels], [(64, 64)] * 2)
+    out = postprocess_detections(
+        cls_logits, box_deltas, torch.cat(levels), [a.shape[0] for a in levels], [(64, 64)] * 2
+    )
     for d in out:
         assert d["boxes"].shape == (0, 4) and d["scores"].shape == (0,) and d["labels"].shape == (0,)
         assert d["labels"].dtype == torch.int64
@@ -79,7 +83,9 @@ def test_nothing_above_threshold_gives_empty_tensors_of_the_right_shape():
 
 def test_detections_are_sorted_best_first_and_inside_the_image():
     cls_logits, box_deltas, levels = head_outputs(3, (96, 96), 4, seed=5, bias=-2.0)
-    out = postprocess_detections(cls_logits, box_deltas * 5, torch.cat(levels), [a.shape[0] for a in levels], [(96, 96), (50, 70), (96, 40)])
+    out = postprocess_detections(
+        cls_logits, box_deltas * 5, torch.cat(levels), [a.shape[0] for a in levels], [(96, 96), (50, 70), (96, 40)]
+    )
     for d, (h, w) in zip(out, [(96, 96), (50, 70), (96, 40)]):
         assert torch.all(d["scores"][:-1] >= d["scores"][1:])
         assert d["boxes"][:, 0::2].max() <= w and d["boxes"][:, 1::2].max() <= h and d["boxes"].min() >= 0

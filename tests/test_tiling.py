@@ -8,13 +8,15 @@ from retina_edu.boxes import box_iou
 from retina_edu.tiling import crop_boxes, detect_tiled, stitch_detections, tile_origins, tile_windows
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(400, 256, 64), (2299, 256, 32), (256, 256, 0), (100, 256, 32),
-                                                 (257, 256, 0), (1000, 300, 299)])
+@pytest.mark.parametrize(
+    "length,tile,overlap",
+    [(400, 256, 64), (2299, 256, 32), (256, 256, 0), (100, 256, 32), (257, 256, 0), (1000, 300, 299)],
+)
 def test_tiles_cover_every_pixel_with_at_least_the_overlap(length, tile, overlap):
     starts = tile_origins(length, tile, overlap)
     covered = torch.zeros(length, dtype=torch.bool)
     for s in starts:
-        covered[s:s + tile] = True
+        covered[s : s + tile] = True
     assert covered.all()
     assert starts[0] == 0 and min(starts[-1] + tile, length) == length
     for a, b in zip(starts, starts[1:]):
@@ -22,8 +24,12 @@ def test_tiles_cover_every_pixel_with_at_least_the_overlap(length, tile, overlap
 
 
 def test_windows_are_row_major_and_clipped_to_small_images():
-    assert tile_windows((400, 400), 256, 64) == [(0, 0, 256, 256), (144, 0, 400, 256),
-                                                 (0, 144, 256, 400), (144, 144, 400, 400)]
+    assert tile_windows((400, 400), 256, 64) == [
+        (0, 0, 256, 256),
+        (144, 0, 400, 256),
+        (0, 144, 256, 400),
+        (144, 144, 400, 400),
+    ]
     assert tile_windows((100, 300), 256, 32) == [(0, 0, 256, 100), (44, 0, 300, 100)]
 
 
@@ -35,10 +41,14 @@ def test_tile_origins_refuses_bad_sizes(bad):
 
 
 def test_crop_keeps_boxes_by_visible_area_and_shifts_them():
-    boxes = torch.tensor([[10.0, 10, 30, 30],     # inside
-                          [70.0, 10, 110, 30],    # 25% inside the tile [100, 200)
-                          [110.0, 40, 150, 60],   # inside
-                          [180.0, 0, 220, 20]])   # half inside
+    boxes = torch.tensor(
+        [
+            [10.0, 10, 30, 30],  # inside
+            [70.0, 10, 110, 30],  # 25% inside the tile [100, 200)
+            [110.0, 40, 150, 60],  # inside
+            [180.0, 0, 220, 20],
+        ]
+    )  # half inside
     tile_boxes, keep = crop_boxes(boxes, (100, 0, 200, 100), min_visible=0.5)
     assert keep.tolist() == [False, False, True, True]
     torch.testing.assert_close(tile_boxes, torch.tensor([[10.0, 40, 50, 60], [80.0, 0, 100, 20]]))
@@ -96,8 +106,11 @@ def test_stitched_tiles_equal_whole_image_detection():
 def test_stitch_removes_duplicates_across_tiles_but_not_across_classes():
     # One object seen by two tiles (shifted coordinates), and another class at the same place.
     a = {"boxes": torch.tensor([[90.0, 10, 120, 40]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
-    b = {"boxes": torch.tensor([[10.0, 10, 40, 40], [10.0, 10, 40, 40]]), "scores": torch.tensor([0.8, 0.7]),
-         "labels": torch.tensor([0, 1])}
+    b = {
+        "boxes": torch.tensor([[10.0, 10, 40, 40], [10.0, 10, 40, 40]]),
+        "scores": torch.tensor([0.8, 0.7]),
+        "labels": torch.tensor([0, 1]),
+    }
     out = stitch_detections([a, b], [(0, 0, 128, 128), (80, 0, 208, 128)])
     assert out["labels"].tolist() == [0, 1]
     assert out["scores"].tolist() == pytest.approx([0.9, 0.7])

@@ -7,7 +7,9 @@ from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resne
 from retina_edu.torchvision_compat import from_torchvision
 
 
-@pytest.mark.parametrize("builder,num_classes", [(retinanet_resnet50_fpn, 91), (retinanet_resnet50_fpn_v2, 91), (retinanet_resnet50_fpn, 5)])
+@pytest.mark.parametrize(
+    "builder,num_classes", [(retinanet_resnet50_fpn, 91), (retinanet_resnet50_fpn_v2, 91), (retinanet_resnet50_fpn, 5)]
+)
 def test_from_torchvision_gives_the_same_detections(builder, num_classes):
     torch.manual_seed(0)
     tv = builder(weights=None, weights_backbone=None, num_classes=num_classes, min_size=320, max_size=512).eval()
@@ -27,12 +29,16 @@ def test_from_torchvision_gives_the_same_detections(builder, num_classes):
 
 def test_from_torchvision_gives_the_same_training_losses():
     torch.manual_seed(1)
-    tv = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=4, min_size=128, max_size=128).eval()
+    tv = retinanet_resnet50_fpn_v2(
+        weights=None, weights_backbone=None, num_classes=4, min_size=128, max_size=128
+    ).eval()
     ours = from_torchvision(tv).eval()
     tv.training = ours.training = True  # the loss path, with BatchNorm in eval mode on both
     images = [torch.rand(3, 128, 128) for _ in range(2)]
-    targets = [{"boxes": torch.tensor([[10.0, 20, 80, 100], [50, 50, 60, 58]]), "labels": torch.tensor([1, 3])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20, 80, 100], [50, 50, 60, 58]]), "labels": torch.tensor([1, 3])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
     with torch.no_grad():
         expected, got = tv(images, targets), ours(images, targets)
     for key in expected:

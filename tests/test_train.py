@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_preset(**overrides):
     """The CPU preset shrunk for tests: small batch, no workers, frequent checkpoints."""
-    base = dict(batch_size=4, num_workers=0, epochs=2, warmup_steps=2, checkpoint_every=2, channels_last=False,
-                image_size=96)
+    base = dict(
+        batch_size=4, num_workers=0, epochs=2, warmup_steps=2, checkpoint_every=2, channels_last=False, image_size=96
+    )
     base.update(overrides)
     return Preset.cpu(**base)
 
@@ -155,7 +156,8 @@ def run_torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_ddp_with_two_gloo_processes_trains_and_keeps_ranks_identical(tiny_shapes, tmp_path):
     script = tmp_path / "ddp_train.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, torch, torch.distributed as dist
         from retina_edu.data import CocoDetection
         from retina_edu.train import Preset, train
@@ -164,7 +166,8 @@ def test_ddp_with_two_gloo_processes_trains_and_keeps_ranks_identical(tiny_shape
         result = train(preset, data, out_dir={str(tmp_path / "run")!r}, progress=False)
         torch.save(result.model.state_dict(), f"{tmp_path}/rank{{dist.get_rank()}}.pt")
         print("world", dist.get_world_size(), "steps", len(result.history["train"]))
-    """))
+    """)
+    )
     proc = run_torchrun(script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world 2 steps 9" in proc.stdout  # 24 images / 2 processes / 4 per batch = 3 steps x 3 epochs
@@ -264,20 +267,23 @@ def test_an_interrupt_inside_a_step_saves_nothing_half_done(tiny, tmp_path, monk
     assert load_checkpoint(tmp_path)["step"] == 2
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("optimizer", "adam", "('sgd', 'adamw')"),
-    ("schedule", "linear", "('step', 'cosine', 'constant')"),
-    ("epochs", 0, ">= 1"),
-    ("batch_size", -1, ">= 1"),
-    ("batch_size", 2.5, ">= 1"),
-    ("base_lr", 0.0, "(0, inf)"),
-    ("base_lr", float("nan"), "(0, inf)"),
-    ("momentum", 1.0, "[0, 1)"),
-    ("grad_clip", -1.0, "or None"),
-    ("alpha", 1.5, "[0, 1]"),
-    ("checkpoint_every", 0, ">= 1"),
-    ("model_overrides", {"gama": 2.0}, "not RetinaNetConfig fields"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("optimizer", "adam", "('sgd', 'adamw')"),
+        ("schedule", "linear", "('step', 'cosine', 'constant')"),
+        ("epochs", 0, ">= 1"),
+        ("batch_size", -1, ">= 1"),
+        ("batch_size", 2.5, ">= 1"),
+        ("base_lr", 0.0, "(0, inf)"),
+        ("base_lr", float("nan"), "(0, inf)"),
+        ("momentum", 1.0, "[0, 1)"),
+        ("grad_clip", -1.0, "or None"),
+        ("alpha", 1.5, "[0, 1]"),
+        ("checkpoint_every", 0, ">= 1"),
+        ("model_overrides", {"gama": 2.0}, "not RetinaNetConfig fields"),
+    ],
+)
 def test_preset_refuses_bad_settings_saying_what_is_allowed(field, value, allowed):
     with pytest.raises(ValueError, match=rf"Preset\.{field}") as err:
         Preset.cpu(**{field: value})
@@ -288,11 +294,21 @@ def test_preset_model_config_passes_every_model_setting_on():
     """The field-by-field copy it replaced, written out: the derived config must equal it."""
     for preset in (Preset.cpu(), Preset.gpu(gamma=0.0, alpha=None, model_overrides={"box_loss": "l1"}), Preset()):
         expected = RetinaNetConfig(
-            num_classes=3, backbone=preset.backbone, pretrained_backbone=preset.pretrained_backbone,
-            fpn_channels=preset.fpn_channels, head_convs=preset.head_convs, head_norm=preset.head_norm,
-            anchor_sizes=tuple(preset.anchor_sizes), resize=True, min_size=preset.image_size,
-            max_size=preset.image_size, gamma=preset.gamma, alpha=preset.alpha,
-            prior_probability=preset.prior_probability, **preset.model_overrides)
+            num_classes=3,
+            backbone=preset.backbone,
+            pretrained_backbone=preset.pretrained_backbone,
+            fpn_channels=preset.fpn_channels,
+            head_convs=preset.head_convs,
+            head_norm=preset.head_norm,
+            anchor_sizes=tuple(preset.anchor_sizes),
+            resize=True,
+            min_size=preset.image_size,
+            max_size=preset.image_size,
+            gamma=preset.gamma,
+            alpha=preset.alpha,
+            prior_probability=preset.prior_probability,
+            **preset.model_overrides,
+        )
         assert preset.model_config(3) == expected
 
 

@@ -94,14 +94,22 @@ def test_anchor_explorer_offers_the_generators_levels_scales_and_ratios() -> Non
     assert len(explorer.controls["scale"].options) == 3 and len(explorer.controls["ratio"].options) == 3
     generator = AnchorGenerator(strides=(8, 16, 32), sizes=(16, 32, 64), scales=(1.0,), aspect_ratios=(0.5, 1.0))
     explorer = anchor_explorer(IMAGE, generator, ratio_index=0)
-    assert [label for label, _ in explorer.controls["level"].options] == ["P3 (stride 8)", "P4 (stride 16)",
-                                                                         "P5 (stride 32)"]
+    assert [label for label, _ in explorer.controls["level"].options] == [
+        "P3 (stride 8)",
+        "P4 (stride 16)",
+        "P5 (stride 32)",
+    ]
     assert len(explorer.controls["scale"].options) == 1 and len(explorer.controls["ratio"].options) == 2
 
 
-@pytest.mark.parametrize("control, value, expected_in_title", [
-    ("level", 4, "P7"), ("scale", 2, "2^(2/3)"), ("ratio", 2, "h/w 2"),
-])
+@pytest.mark.parametrize(
+    "control, value, expected_in_title",
+    [
+        ("level", 4, "P7"),
+        ("scale", 2, "2^(2/3)"),
+        ("ratio", 2, "h/w 2"),
+    ],
+)
 def test_anchor_explorer_redraws_when_a_control_changes(control: str, value: int, expected_in_title: str) -> None:
     explorer = anchor_explorer(IMAGE)
     assert expected_in_title not in explorer.figure.axes[0].get_title()

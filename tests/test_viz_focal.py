@@ -58,7 +58,7 @@ def test_static_panels_draw_loss_factor_and_gradient() -> None:
     ax_loss, ax_factor, ax_grad = fig.axes
     ce, fl = ax_loss.lines[1], ax_loss.lines[2]  # lines[0] is the dotted p_t = 0.9 marker
     p = fl.get_xdata()
-    np.testing.assert_allclose(fl.get_ydata(), -(1 - p) ** 2 * np.log(p), rtol=1e-9)
+    np.testing.assert_allclose(fl.get_ydata(), -((1 - p) ** 2) * np.log(p), rtol=1e-9)
     np.testing.assert_allclose(ce.get_ydata(), -np.log(p))
     factor = ax_factor.lines[2]
     np.testing.assert_allclose(factor.get_ydata(), (1 - p) ** 2)

@@ -48,8 +48,13 @@ def test_class_color_is_matplotlib_tab10_and_cycles() -> None:
 def test_draw_boxes_adds_one_rectangle_and_one_caption_per_box() -> None:
     fig, ax = plt.subplots()
     boxes = torch.tensor([[1.0, 2.0, 11.0, 22.0], [5.0, 5.0, 9.0, 8.0]])
-    artists = draw_boxes(ax, boxes, labels=torch.tensor([3, 0]), scores=torch.tensor([0.9, 0.456]),
-                         class_names=["ellipse", "rectangle", "triangle", "ring"])
+    artists = draw_boxes(
+        ax,
+        boxes,
+        labels=torch.tensor([3, 0]),
+        scores=torch.tensor([0.9, 0.456]),
+        class_names=["ellipse", "rectangle", "triangle", "ring"],
+    )
     assert len(ax.patches) == 2 and len(ax.texts) == 2 and len(artists) == 4
     assert [t.get_text() for t in ax.texts] == ["ring 0.90", "ellipse 0.46"]
     assert [_rect_xyxy(p) for p in ax.patches] == boxes.tolist()
@@ -118,8 +123,11 @@ def test_to_display_array_clips_floats_and_rejects_bad_shapes() -> None:
 
 
 def test_show_detections_skips_scores_below_the_threshold() -> None:
-    prediction = {"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0], [2.0, 2.0, 8.0, 8.0], [1.0, 1.0, 3.0, 3.0]]),
-                  "labels": torch.tensor([0, 1, 2]), "scores": torch.tensor([0.9, 0.2, 0.6])}
+    prediction = {
+        "boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0], [2.0, 2.0, 8.0, 8.0], [1.0, 1.0, 3.0, 3.0]]),
+        "labels": torch.tensor([0, 1, 2]),
+        "scores": torch.tensor([0.9, 0.2, 0.6]),
+    }
     ax = show_detections(torch.rand(3, 10, 12), prediction, ["a", "b", "c"], score_threshold=0.5)
     assert [t.get_text() for t in ax.texts] == ["a 0.90", "c 0.60"]
     assert len(ax.patches) == 2

@@ -82,7 +82,8 @@ def test_draw_nms_without_captions_colours_boxes_by_class_only() -> None:
     solid = [r for r in _rectangles(ax) if r.get_linestyle() != "--"]
     assert len(ax.texts) == 0 and len(solid) == counts["kept"]
     assert {tuple(np.round(r.get_edgecolor()[:3], 6)) for r in solid} <= {
-        tuple(np.round(class_color(k), 6)) for k in (0, 1)}
+        tuple(np.round(class_color(k), 6)) for k in (0, 1)
+    }
 
 
 def test_draw_nms_rejects_mismatched_inputs() -> None:
@@ -108,8 +109,11 @@ def test_nms_explorer_redraws_when_the_sliders_move() -> None:
 # ---------------------------------------------------------------------------------------------
 def _judged_candidates() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     gt_boxes, gt_labels = torch.tensor([[0.0, 0, 40, 40], [50, 50, 90, 90]]), torch.tensor([1, 0])
-    candidates = {"boxes": torch.tensor([[0.0, 0, 40, 40], [2.0, 0, 42, 40], [50, 50, 90, 90], [60, 0, 90, 30]]),
-                  "scores": torch.tensor([0.9, 0.8, 0.4, 0.2]), "labels": torch.tensor([1, 1, 1, 0])}
+    candidates = {
+        "boxes": torch.tensor([[0.0, 0, 40, 40], [2.0, 0, 42, 40], [50, 50, 90, 90], [60, 0, 90, 30]]),
+        "scores": torch.tensor([0.9, 0.8, 0.4, 0.2]),
+        "labels": torch.tensor([1, 1, 1, 0]),
+    }
     return candidates, gt_boxes, gt_labels
 
 
@@ -121,8 +125,11 @@ def test_draw_threshold_nms_colours_true_and_false_positives_and_marks_the_misse
     _, ax = plt.subplots()
     result = draw_threshold_nms(ax, np.zeros((100, 100, 3)), candidates, gt_boxes, gt_labels, 0.3, 0.95)
     want = threshold_and_nms(candidates, gt_boxes, gt_labels, 0.3, 0.95)
-    assert result["counts"] == want["counts"] == {"candidates": 4, "above threshold": 3, "kept": 3, "tp": 1,
-                                                  "fp": 2, "missed": 1}
+    assert (
+        result["counts"]
+        == want["counts"]
+        == {"candidates": 4, "above threshold": 3, "kept": 3, "tp": 1, "fp": 2, "missed": 1}
+    )
     edges = [tuple(np.round(p.get_edgecolor(), 3)) for p in _rectangles(ax)]
     from matplotlib.colors import to_rgba
 
@@ -138,8 +145,9 @@ def test_threshold_nms_explorer_follows_its_sliders_and_images() -> None:
 
     candidates, gt_boxes, gt_labels = _judged_candidates()
     targets = [{"boxes": gt_boxes, "labels": gt_labels}, {"boxes": gt_boxes[:1], "labels": gt_labels[:1]}]
-    explorer = threshold_nms_explorer([np.zeros((100, 100, 3))] * 2, [candidates] * 2, targets,
-                                      score_thresh=0.3, nms_iou=0.5)
+    explorer = threshold_nms_explorer(
+        [np.zeros((100, 100, 3))] * 2, [candidates] * 2, targets, score_thresh=0.3, nms_iou=0.5
+    )
     assert explorer.result["counts"]["kept"] == 2
     explorer.controls["iou"].value = 0.95  # the duplicate survives NMS: one more false positive
     assert (explorer.result["counts"]["kept"], explorer.result["counts"]["fp"]) == (3, 2)

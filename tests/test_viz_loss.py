@@ -79,16 +79,18 @@ def test_box_losses_per_anchor_histograms_state_the_means(deltas):
 
 
 def test_normaliser_bars_are_the_normalised_shares():
-    sums = {"classification": torch.tensor([150.0, 10.0], dtype=torch.float64),
-            "bbox_regression": torch.tensor([60.0, 4.0], dtype=torch.float64),
-            "positives": torch.tensor([200, 8])}
+    sums = {
+        "classification": torch.tensor([150.0, 10.0], dtype=torch.float64),
+        "bbox_regression": torch.tensor([60.0, 4.0], dtype=torch.float64),
+        "positives": torch.tensor([200, 8]),
+    }
     fig = plot_normalisers(sums, names=["crowded", "sparse"])
     ax_count, ax_share = fig.axes
     assert [p.get_height() for p in ax_count.patches] == [200, 8]
     heights = [p.get_height() for p in ax_share.patches]
     for k, normalize in enumerate(("batch", "image")):
         parts = normalise_loss(sums, normalize)["per_image"].numpy()
-        np.testing.assert_allclose(heights[2 * k: 2 * k + 2], 100 * parts / parts.sum())
+        np.testing.assert_allclose(heights[2 * k : 2 * k + 2], 100 * parts / parts.sum())
     assert heights[3] > heights[1]  # per image, the sparse image weighs more than per batch
     assert [t.get_text() for t in ax_share.get_xticklabels()] == ["crowded", "sparse"]
 

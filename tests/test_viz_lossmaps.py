@@ -24,8 +24,15 @@ def fake_outputs(seed: int = 0) -> dict:
     matches[40:44] = IGNORE
     labels = torch.where(matches >= 0, torch.ones_like(matches), matches)
     logits[30:36, 1] += 5.0
-    return {"cls_logits": logits, "matches": matches, "labels": labels, "grid_sizes": GRIDS,
-            "padded_size": (64, 64), "boxes": torch.tensor([[8.0, 8, 40, 40]]), "gt_labels": torch.tensor([1])}
+    return {
+        "cls_logits": logits,
+        "matches": matches,
+        "labels": labels,
+        "grid_sizes": GRIDS,
+        "padded_size": (64, 64),
+        "boxes": torch.tensor([[8.0, 8, 40, 40]]),
+        "gt_labels": torch.tensor([1]),
+    }
 
 
 def test_draw_loss_map_shows_each_locations_share_over_the_whole_padded_input() -> None:
@@ -34,8 +41,15 @@ def test_draw_loss_map_shows_each_locations_share_over_the_whole_padded_input() 
     out = fake_outputs()
     result = anchor_loss_map(out["cls_logits"], out["matches"], out["labels"], GRIDS, 2.0)
     _, ax = plt.subplots()
-    handle = draw_loss_map(ax, np.zeros((48, 64, 3)), result["maps"][0], result["total"], out["boxes"],
-                           out["gt_labels"], padded_size=(64, 64))
+    handle = draw_loss_map(
+        ax,
+        np.zeros((48, 64, 3)),
+        result["maps"][0],
+        result["total"],
+        out["boxes"],
+        out["gt_labels"],
+        padded_size=(64, 64),
+    )
     shown = np.asarray(handle.get_array())
     want = np.clip(result["maps"][0].numpy() / result["total"], SHARE_RANGE[0], None)
     np.testing.assert_allclose(shown, want)

@@ -54,8 +54,9 @@ def test_plot_level_assignment_stacks_one_group_per_level_and_the_uncovered_in_g
     sizes = np.array([10.0, 12, 40, 45, 50, 90, 100, 180])
     levels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
     covered = np.array([False, False, True, True, True, True, True, True])
-    ax = plot_level_assignment(sizes, levels, covered, anchor_sizes=[(32, 40, 50), (64, 80, 101), (128, 161, 203),
-                                                                    (256,), (512,)])
+    ax = plot_level_assignment(
+        sizes, levels, covered, anchor_sizes=[(32, 40, 50), (64, 80, 101), (128, 161, 203), (256,), (512,)]
+    )
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["P3 (2)", "P4 (2)", "P5 (2)", "P6 (0)", "P7 (0)", "best IoU < 0.5 (2)"]
     bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() > 0]

@@ -82,7 +82,7 @@ def test_tiles_are_outlined_one_rectangle_each_inside_the_window():
     draw_tiles(ax, image, windows, boxes=BOXES)
     rects = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert len(rects) == len(BOXES) + len(windows)
-    for rect, (x1, y1, x2, y2) in zip(rects[len(BOXES):], windows):
+    for rect, (x1, y1, x2, y2) in zip(rects[len(BOXES) :], windows):
         x, y = rect.get_xy()
         assert x1 < x and y1 < y and x + rect.get_width() < x2 and y + rect.get_height() < y2
 

@@ -11,8 +11,10 @@ from retina_edu.viz import LiveLossPlot, plot_loss_curves
 # plot_loss_curves
 # ---------------------------------------------------------------------------------------------
 def test_plot_loss_curves_stops_a_diverged_run_at_its_first_nan_and_marks_it() -> None:
-    ax = plot_loss_curves({"prior": [3.0, 2.0, 1.5, 1.2], "bias 0": [100.0, 50.0, 1e6, float("nan"), float("nan")]},
-                          colors={"prior": "tab:blue"})
+    ax = plot_loss_curves(
+        {"prior": [3.0, 2.0, 1.5, 1.2], "bias 0": [100.0, 50.0, 1e6, float("nan"), float("nan")]},
+        colors={"prior": "tab:blue"},
+    )
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert set(lines) >= {"prior", "bias 0: NaN at step 3"}
     assert list(lines["bias 0: NaN at step 3"].get_xdata()) == [0, 1, 2]
@@ -32,8 +34,10 @@ def test_plot_loss_curves_names_infinity_and_keeps_linear_scale_on_request() -> 
 # LiveLossPlot
 # ---------------------------------------------------------------------------------------------
 def _history(steps: int, evals: int) -> dict[str, list]:
-    train = [{"step": s, "loss": 2.0 / (s + 1), "classification": 1.5 / (s + 1), "bbox_regression": 0.5 / (s + 1)}
-             for s in range(steps)]
+    train = [
+        {"step": s, "loss": 2.0 / (s + 1), "classification": 1.5 / (s + 1), "bbox_regression": 0.5 / (s + 1)}
+        for s in range(steps)
+    ]
     return {"train": train, "eval": [{"step": 10 * (e + 1), "AP": 0.1 * e, "AP50": 0.2 * e} for e in range(evals)]}
 
 

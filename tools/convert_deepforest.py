@@ -97,8 +97,11 @@ def read_boxes(xml_bytes: bytes, where: str) -> tuple[list[list[float]], list[st
 
 def coco(images: list[dict], annotations: list[dict], classes: list[str], description: str) -> dict:
     return {
-        "info": {"description": description, "generator": "tools/convert_deepforest.py",
-                 "source": f"deepforest {WHEEL_VERSION} wheel, deepforest/data/"},
+        "info": {
+            "description": description,
+            "generator": "tools/convert_deepforest.py",
+            "source": f"deepforest {WHEEL_VERSION} wheel, deepforest/data/",
+        },
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(classes)],
@@ -107,8 +110,14 @@ def coco(images: list[dict], annotations: list[dict], classes: list[str], descri
 
 def annotation(ann_id: int, image_id: int, box: list[float], category_id: int) -> dict:
     x1, y1, x2, y2 = (round(v, 2) for v in box)
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": round((x2 - x1) * (y2 - y1), 2),
+        "iscrowd": 0,
+    }
 
 
 def save_jpeg(image: Image.Image, path: Path) -> None:
@@ -141,26 +150,38 @@ def convert(wheel: Path, out: Path) -> None:
                 image_id = len(images) + 1
                 name = f"{source}_x{x1:04d}_y{y1:04d}.jpg"
                 save_jpeg(picture.crop((x1, y1, x2, y2)), staging / "train" / "images" / name)
-                images.append({"id": image_id, "file_name": name, "width": x2 - x1, "height": y2 - y1,
-                               "source": f"{source}.png", "window": [x1, y1, x2, y2]})
+                images.append(
+                    {
+                        "id": image_id,
+                        "file_name": name,
+                        "width": x2 - x1,
+                        "height": y2 - y1,
+                        "source": f"{source}.png",
+                        "window": [x1, y1, x2, y2],
+                    }
+                )
                 tile_boxes, _ = crop_boxes(all_boxes, (x1, y1, x2, y2), MIN_VISIBLE)
                 for box in tile_boxes.tolist():
                     anns.append(annotation(len(anns) + 1, image_id, box, 1))
-        (staging / "train" / "annotations.json").write_text(json.dumps(
-            coco(images, anns, [CLASS], f"NEON YELL tree crowns, {TILE}-px tiles overlapping by {OVERLAP}")))
+        (staging / "train" / "annotations.json").write_text(
+            json.dumps(coco(images, anns, [CLASS], f"NEON YELL tree crowns, {TILE}-px tiles overlapping by {OVERLAP}"))
+        )
 
         boxes, names, (height, width) = read_boxes(read(f"deepforest/data/{VAL_SOURCE}.xml"), VAL_SOURCE)
         picture = Image.open(io.BytesIO(read(f"deepforest/data/{VAL_SOURCE}.png"))).convert("RGB")
         save_jpeg(picture, staging / "val" / "images" / f"{VAL_SOURCE}.jpg")
-        image = [{"id": 1, "file_name": f"{VAL_SOURCE}.jpg", "width": width, "height": height,
-                  "source": f"{VAL_SOURCE}.png"}]
+        image = [
+            {"id": 1, "file_name": f"{VAL_SOURCE}.jpg", "width": width, "height": height, "source": f"{VAL_SOURCE}.png"}
+        ]
         one = [annotation(i + 1, 1, box, 1) for i, box in enumerate(boxes)]
-        (staging / "val" / "annotations.json").write_text(json.dumps(
-            coco(image, one, [CLASS], "NEON SOAP tree crowns (validation site)")))
+        (staging / "val" / "annotations.json").write_text(
+            json.dumps(coco(image, one, [CLASS], "NEON SOAP tree crowns (validation site)"))
+        )
         two_classes = sorted(set(names))  # ["Alive", "Dead"]
         two = [annotation(i + 1, 1, box, two_classes.index(n) + 1) for i, (box, n) in enumerate(zip(boxes, names))]
-        (staging / "val" / "annotations_alive_dead.json").write_text(json.dumps(
-            coco(image, two, two_classes, "NEON SOAP tree crowns, alive or dead")))
+        (staging / "val" / "annotations_alive_dead.json").write_text(
+            json.dumps(coco(image, two, two_classes, "NEON SOAP tree crowns, alive or dead"))
+        )
 
         (staging / "LICENSE").write_bytes(read("deepforest-2.1.0.dist-info/licenses/LICENSE"))
         (staging / "AUTHORS.md").write_bytes(read("deepforest-2.1.0.dist-info/licenses/AUTHORS.md"))

@@ -23,7 +23,9 @@ def execute(path: Path, timeout: int = 1800) -> float:
     nb = nbformat.read(path, as_version=4)
     nb.metadata["kernelspec"] = KERNEL
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name=KERNEL["name"], resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name=KERNEL["name"], resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
     nbformat.write(nb, path)

@@ -18,7 +18,7 @@ def notebook_times(path: str) -> dict[str, float]:
     times: dict[str, float] = defaultdict(float)
     for case in ET.parse(path).getroot().iter("testcase"):
         # nbval's cells: classname "notebooks.08_training.ipynb" (or a path in "file")
-        where = f'{case.get("file") or ""} {case.get("classname") or ""}'
+        where = f"{case.get('file') or ''} {case.get('classname') or ''}"
         match = re.search(r"([^/.\s]+)\.ipynb", where)
         if match:
             times[match.group(1)] += float(case.get("time", 0))

@@ -71,8 +71,10 @@ class Ablation:
         if self.loss not in ("focal", "ohem"):
             raise ValueError(f"{self.name}: loss must be 'focal' or 'ohem', got {self.loss!r}")
         if self.steps < 1 or self.batch_size < 1 or self.image_size < 32:
-            raise ValueError(f"{self.name}: need steps >= 1, batch_size >= 1 and image_size >= 32, got "
-                             f"{self.steps}, {self.batch_size}, {self.image_size}")
+            raise ValueError(
+                f"{self.name}: need steps >= 1, batch_size >= 1 and image_size >= 32, got "
+                f"{self.steps}, {self.batch_size}, {self.image_size}"
+            )
         self.anchor_scales = tuple(float(s) for s in self.anchor_scales)
         self.aspect_ratios = tuple(float(r) for r in self.aspect_ratios)
         if isinstance(self.trunk, dict):  # read back from a cached result

@@ -28,10 +28,19 @@ class OHEMRetinaNet(RetinaNet):
         """``{"classification": OHEM CE, "bbox_regression": the usual box loss}`` for a batch."""
         c = self.config
         box = retinanet_loss(
-            cls_logits, box_deltas, anchors, targets,
-            alpha=None, gamma=0.0, box_loss=c.box_loss, beta=c.smooth_l1_beta,
-            fg_iou=c.fg_iou, bg_iou=c.bg_iou, allow_low_quality=c.allow_low_quality,
-            normalize="batch", box_coder=self.box_coder,
+            cls_logits,
+            box_deltas,
+            anchors,
+            targets,
+            alpha=None,
+            gamma=0.0,
+            box_loss=c.box_loss,
+            beta=c.smooth_l1_beta,
+            fg_iou=c.fg_iou,
+            bg_iou=c.bg_iou,
+            allow_low_quality=c.allow_low_quality,
+            normalize="batch",
+            box_coder=self.box_coder,
         )["bbox_regression"]
         labelled = label_anchors(anchors, targets, c.fg_iou, c.bg_iou, c.allow_low_quality)
         cls = ohem_classification_loss(cls_logits, labelled, self.neg_pos_ratio)

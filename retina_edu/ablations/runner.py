@@ -80,11 +80,19 @@ def run_ablation(
     if run.trained is not None and ablation.keep_weights:
         weights = _save_weights(run.trained.model, cache_dir, f"{key}.weights.pt")
     result = AblationResult(
-        key=key, name=ablation.name, ablation=ablation, preset=preset.to_dict(), num_train_images=num_images,
-        num_val_images=_num_val_images(ablation, val_data), weights=weights,
+        key=key,
+        name=ablation.name,
+        ablation=ablation,
+        preset=preset.to_dict(),
+        num_train_images=num_images,
+        num_val_images=_num_val_images(ablation, val_data),
+        weights=weights,
         anchor_logits=f"{key}.pt" if evaluation.metrics is not None else None,
-        trunk_key=trunk.key if trunk is not None else None, trunk_metrics=trunk.metrics if trunk is not None else None,
-        **run.result_fields(), **_environment(device), **evaluation._asdict(),
+        trunk_key=trunk.key if trunk is not None else None,
+        trunk_metrics=trunk.metrics if trunk is not None else None,
+        **run.result_fields(),
+        **_environment(device),
+        **evaluation._asdict(),
     )
     write_json_atomic(cache_dir / f"{key}.json", result.to_json())
     return _with_files(result, ablation, cache_dir, cached=False)
@@ -114,17 +122,26 @@ def _with_files(result: AblationResult, ablation: Ablation, cache_dir: Path, cac
     def existing(name: str | None) -> str | None:
         return str(cache_dir / name) if name and (cache_dir / name).is_file() else None
 
-    return replace(result, name=ablation.name, ablation=ablation, cached=cached,
-                   anchor_logits_path=existing(result.anchor_logits), weights_path=existing(result.weights))
+    return replace(
+        result,
+        name=ablation.name,
+        ablation=ablation,
+        cached=cached,
+        anchor_logits_path=existing(result.anchor_logits),
+        weights_path=existing(result.weights),
+    )
 
 
-def _build_model(ablation: Ablation, preset: training.Preset, num_classes: int,
-                 trunk: AblationResult | None) -> RetinaNet | None:
+def _build_model(
+    ablation: Ablation, preset: training.Preset, num_classes: int, trunk: AblationResult | None
+) -> RetinaNet | None:
     """The model to train when ``train()`` cannot build it itself (OHEM, or a pretrained trunk);
     None otherwise."""
     if trunk is not None and trunk.weights_path is None:
-        raise ValueError(f"{ablation.name}: its trunk run {ablation.trunk.name!r} diverged at step "
-                         f"{trunk.diverged_at}: there are no weights to start from")
+        raise ValueError(
+            f"{ablation.name}: its trunk run {ablation.trunk.name!r} diverged at step "
+            f"{trunk.diverged_at}: there are no weights to start from"
+        )
     if ablation.loss != "ohem" and trunk is None:
         return None
     torch.manual_seed(preset.seed)  # as train() does before it builds a model
@@ -146,12 +163,17 @@ class _Training(NamedTuple):
 
     def result_fields(self) -> dict[str, Any]:
         """The fields of the run's :class:`AblationResult` that training fills."""
-        return {"history": self.history, "steps": len(self.history["loss"]), "diverged_at": self.diverged_at,
-                "train_seconds": self.seconds}
+        return {
+            "history": self.history,
+            "steps": len(self.history["loss"]),
+            "diverged_at": self.diverged_at,
+            "train_seconds": self.seconds,
+        }
 
 
-def _train_or_diverge(preset: training.Preset, data: Dataset, device: torch.device, progress: bool,
-                      model: RetinaNet | None) -> _Training:
+def _train_or_diverge(
+    preset: training.Preset, data: Dataset, device: torch.device, progress: bool, model: RetinaNet | None
+) -> _Training:
     """Train; a loss that turns NaN/inf ends the run but keeps its history."""
     live: dict[str, Any] = {}
 
@@ -181,16 +203,22 @@ class _Evaluation(NamedTuple):
     eval_seconds: float = 0.0
 
 
-def _evaluate_run(model: RetinaNet, ablation: Ablation, val_data: Dataset, device: torch.device,
-                  logits_path: Path) -> _Evaluation:
+def _evaluate_run(
+    model: RetinaNet, ablation: Ablation, val_data: Dataset, device: torch.device, logits_path: Path
+) -> _Evaluation:
     """mAP on the first ``ablation.val_images`` val images; the Figure-4 logits go to ``logits_path``."""
     start = time.perf_counter()
     val = Subset(val_data, range(_num_val_images(ablation, val_data)))
     evaluation, logits = evaluate_with_anchor_logits(model, val, device=device, seed=ablation.seed)
     save_torch_atomic(logits_path, logits)
-    return _Evaluation(evaluation.as_dict(), evaluation.per_class, num_positive=len(logits["positive"]),
-                       num_negative=int(logits["negative_total"]), num_negative_sampled=len(logits["negative"]),
-                       eval_seconds=time.perf_counter() - start)
+    return _Evaluation(
+        evaluation.as_dict(),
+        evaluation.per_class,
+        num_positive=len(logits["positive"]),
+        num_negative=int(logits["negative_total"]),
+        num_negative_sampled=len(logits["negative"]),
+        eval_seconds=time.perf_counter() - start,
+    )
 
 
 def _save_weights(model: RetinaNet, cache_dir: Path, name: str) -> str:
@@ -238,6 +266,10 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "retina_edu": __version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "retina_edu": __version__,
+        },
     }

@@ -29,9 +29,15 @@ __all__ = [
 CE_ALPHAS = (0.25, 0.5, 0.75)  # Table 1a (CE = focal loss at γ = 0)
 FL_SETTINGS = ((0.5, 0.5), (1.0, 0.25), (2.0, 0.25), (5.0, 0.25))  # Table 1b: (γ, its best α)
 PAPER_TABLE1 = {  # AP on COCO minival, ResNet-50-FPN, 600 px (PAPER.md)
-    "CE α=0.25": 10.8, "CE α=0.5": 30.2, "CE α=0.75": 31.1,
-    "FL γ=0.5 α=0.5": 32.9, "FL γ=1 α=0.25": 33.7, "FL γ=2 α=0.25": 34.0, "FL γ=5 α=0.25": 32.2,
-    "anchors 1×1": 30.3, "anchors 3×3": 34.0,
+    "CE α=0.25": 10.8,
+    "CE α=0.5": 30.2,
+    "CE α=0.75": 31.1,
+    "FL γ=0.5 α=0.5": 32.9,
+    "FL γ=1 α=0.25": 33.7,
+    "FL γ=2 α=0.25": 34.0,
+    "FL γ=5 α=0.25": 32.2,
+    "anchors 1×1": 30.3,
+    "anchors 3×3": 34.0,
 }
 # Table 1d is a different model (ResNet-101-FPN, 800 px): compare its numbers with each other, never
 # with the ResNet-50 rows above. Each number sits beside the run that matches it: the best OHEM with
@@ -44,8 +50,14 @@ PAPER_BEST_OHEM = 32.8  # the best OHEM of Table 1d: no 1:3 ratio, batch 128, NM
 # with the prior diverged in 2 of 3 seeds in float32, so the comparison would show nothing.
 # At 0.005 the prior run trained in 8 of 8 runs (4 seeds, float32 and bfloat16) and the bias-0
 # run diverged in all 8, within 7-9 steps.
-PAPER_OPTIMIZER = {"optimizer": "sgd", "base_lr": 0.005, "warmup_steps": 0, "grad_clip": None,
-                   "head_norm": None, "schedule": "constant"}
+PAPER_OPTIMIZER = {
+    "optimizer": "sgd",
+    "base_lr": 0.005,
+    "warmup_steps": 0,
+    "grad_clip": None,
+    "head_norm": None,
+    "schedule": "constant",
+}
 
 
 def _num(x: float) -> str:
@@ -94,20 +106,18 @@ def ohem_runs(seeds: Sequence[int] = (0, 1), **budget) -> list[Ablation]:
     return runs
 
 
-
 def pretrained_trunk(
     steps: int = 400, gamma: float = 2.0, alpha: float | None = 0.25, seed: int = 0, **budget
 ) -> Ablation:
     """The run whose backbone and FPN the ablations start from: by default FL γ = 2, α = 0.25 (the
     paper's default); the whole network trained from scratch for ``steps`` steps, weights kept."""
     loss = "CE" if gamma == 0 else f"FL γ={_num(gamma)}"
-    return Ablation(f"pretrained trunk ({loss})", gamma=gamma, alpha=alpha, steps=steps, seed=seed,
-                    keep_weights=True, **budget)
+    return Ablation(
+        f"pretrained trunk ({loss})", gamma=gamma, alpha=alpha, steps=steps, seed=seed, keep_weights=True, **budget
+    )
 
 
-def summarise(
-    results: Sequence[AblationResult | dict[str, Any]], metric: str = "AP"
-) -> dict[str, dict[str, Any]]:
+def summarise(results: Sequence[AblationResult | dict[str, Any]], metric: str = "AP") -> dict[str, dict[str, Any]]:
     """``{name: {"values": [per seed], "mean", "std", "min", "max", "n", "diverged"}}`` in first-seen order.
 
     A run without metrics (it diverged) counts in ``diverged``, not in the statistics.
@@ -121,8 +131,15 @@ def summarise(
         n = len(vals)
         mean = sum(vals) / n if n else float("nan")
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else float("nan")
-        out[name] = {"values": vals, "mean": mean, "std": std, "min": min(vals) if vals else float("nan"),
-                     "max": max(vals) if vals else float("nan"), "n": n, "diverged": len(runs) - n}
+        out[name] = {
+            "values": vals,
+            "mean": mean,
+            "std": std,
+            "min": min(vals) if vals else float("nan"),
+            "max": max(vals) if vals else float("nan"),
+            "n": n,
+            "diverged": len(runs) - n,
+        }
     return out
 
 
@@ -147,8 +164,11 @@ def paired_comparison(
     """
 
     def by_seed(name: str) -> dict[int, float]:
-        return {int(r["ablation"]["seed"]): float(r["metrics"][metric])
-                for r in results if r["name"] == name and r.get("metrics")}
+        return {
+            int(r["ablation"]["seed"]): float(r["metrics"][metric])
+            for r in results
+            if r["name"] == name and r.get("metrics")
+        }
 
     a, b = by_seed(better), by_seed(worse)
     seeds = sorted(set(a) & set(b))
@@ -162,5 +182,12 @@ def paired_comparison(
     within = bool(not math.isnan(spread) and abs(mean) <= spread)
     same_sign = sum(d > 0 for d in diffs.values())
     verdict = f"same sign as the paper in {same_sign}/{n} seeds" + ("; within the seed spread" if within else "")
-    return {"diffs": diffs, "same_sign": same_sign, "n": n, "mean": mean, "spread": spread,
-            "within_spread": within, "verdict": verdict}
+    return {
+        "diffs": diffs,
+        "same_sign": same_sign,
+        "n": n,
+        "mean": mean,
+        "spread": spread,
+        "within_spread": within,
+        "verdict": verdict,
+    }

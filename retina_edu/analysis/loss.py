@@ -21,6 +21,7 @@ __all__ = [
     "quadratic_share",
 ]
 
+
 def box_losses_vs_offset(offsets: Any, beta: float | None = None) -> dict[str, Tensor]:
     """The box losses of one coordinate predicted ``offsets`` away from its target, with gradients.
 
@@ -54,9 +55,7 @@ def box_losses_vs_offset(offsets: Any, beta: float | None = None) -> dict[str, T
     return {name: value.detach() for name, value in out.items()}
 
 
-def positive_box_targets(
-    anchors: Tensor, targets: list[dict[str, Tensor]], box_coder: Any = None
-) -> dict[str, Tensor]:
+def positive_box_targets(anchors: Tensor, targets: list[dict[str, Tensor]], box_coder: Any = None) -> dict[str, Tensor]:
     """The regression targets of a batch: every positive anchor, its box and its offsets.
 
     Anchors are labelled by :func:`retina_edu.matching.label_anchors` (the paper's rule) and the
@@ -104,8 +103,9 @@ def box_losses_per_anchor(
     beta = SMOOTH_L1_BETA if beta is None else float(beta)
     anchors, boxes = anchors.double(), boxes.double()
     if anchors.shape != boxes.shape or anchors.shape[-1:] != (4,):
-        raise ValueError(f"box_losses_per_anchor: anchors {list(anchors.shape)} and boxes {list(boxes.shape)} "
-                         f"must both be [P, 4]")
+        raise ValueError(
+            f"box_losses_per_anchor: anchors {list(anchors.shape)} and boxes {list(boxes.shape)} must both be [P, 4]"
+        )
     deltas = torch.zeros_like(anchors) if deltas is None else deltas.double()
     coder = BoxCoder()
     target = coder.encode(anchors, boxes)

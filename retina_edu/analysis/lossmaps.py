@@ -68,9 +68,17 @@ def anchor_outputs(model: Any, image: Tensor, target: dict[str, Tensor]) -> dict
             labelled = label_anchors(anchors, scaled, c.fg_iou, c.bg_iou, c.allow_low_quality)
             # NMS at IoU 1.0 suppresses nothing: the candidates NMS would see, best first
             candidates = postprocess_detections(
-                cls_logits, box_deltas, anchors, num_per_level, sizes, score_thresh=c.score_thresh,
-                topk_candidates=c.topk_candidates, nms_thresh=1.0,
-                detections_per_img=c.topk_candidates * len(num_per_level), box_coder=model.box_coder)[0]
+                cls_logits,
+                box_deltas,
+                anchors,
+                num_per_level,
+                sizes,
+                score_thresh=c.score_thresh,
+                topk_candidates=c.topk_candidates,
+                nms_thresh=1.0,
+                detections_per_img=c.topk_candidates * len(num_per_level),
+                box_coder=model.box_coder,
+            )[0]
             if tuple(sizes[0]) != tuple(original_sizes[0]):  # back to the image's own pixels
                 (h, w), (oh, ow) = sizes[0], original_sizes[0]
                 factor = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=device)
@@ -133,8 +141,10 @@ def anchor_loss_map(
     matches = torch.as_tensor(matches).detach().reshape(-1).cpu()
     labels = torch.as_tensor(labels).detach().reshape(-1).cpu()
     if logits.dim() != 2 or len(matches) != len(logits) or len(labels) != len(logits):
-        raise ValueError(f"anchor_loss_map: cls_logits must be [A, K] with A matches and labels, got "
-                         f"{list(logits.shape)}, {len(matches)} matches, {len(labels)} labels")
+        raise ValueError(
+            f"anchor_loss_map: cls_logits must be [A, K] with A matches and labels, got "
+            f"{list(logits.shape)}, {len(matches)} matches, {len(labels)} labels"
+        )
     num_anchors, num_classes = logits.shape
     locations = sum(int(h) * int(w) for h, w in grid_sizes)
     if locations == 0 or num_anchors % locations != 0:
@@ -163,16 +173,26 @@ def anchor_loss_map(
             maps.append(part.view(int(h), int(w), per_location).sum(dim=-1))
             level_totals.append(float(part.sum()))
         safe = total if total > 0 else 1.0
-        return {"loss": per_anchor, "maps": maps, "total": total,
-                "shares": {name: float(entry[mask].sum()) / safe for name, mask in masks.items()},
-                "level_shares": [t / safe for t in level_totals]}
+        return {
+            "loss": per_anchor,
+            "maps": maps,
+            "total": total,
+            "shares": {name: float(entry[mask].sum()) / safe for name, mask in masks.items()},
+            "level_shares": [t / safe for t in level_totals],
+        }
 
     fl, ce = summarise(float(gamma)), summarise(0.0)
     return {
-        "loss": fl["loss"], "ce": ce["loss"], "maps": fl["maps"], "ce_maps": ce["maps"],
-        "shares": fl["shares"], "ce_shares": ce["shares"],
-        "level_shares": fl["level_shares"], "ce_level_shares": ce["level_shares"],
-        "total": fl["total"], "ce_total": ce["total"],
+        "loss": fl["loss"],
+        "ce": ce["loss"],
+        "maps": fl["maps"],
+        "ce_maps": ce["maps"],
+        "shares": fl["shares"],
+        "ce_shares": ce["shares"],
+        "level_shares": fl["level_shares"],
+        "ce_level_shares": ce["level_shares"],
+        "total": fl["total"],
+        "ce_total": ce["total"],
         "ce_over_fl": ce["total"] / fl["total"] if fl["total"] > 0 else math.inf,
         "counts": {**{name: int(mask.sum()) for name, mask in masks.items()}, "ignored": int((~valid).sum())},
     }
@@ -226,7 +246,16 @@ def threshold_and_nms(
             matched[k], found[best] = best, True
     tp = matched >= 0
     return {
-        "kept": kept, "tp": tp, "matched_gt": matched, "found": found,
-        "counts": {"candidates": len(scores), "above threshold": len(above), "kept": len(kept),
-                   "tp": int(tp.sum()), "fp": int((~tp).sum()), "missed": int((~found).sum())},
+        "kept": kept,
+        "tp": tp,
+        "matched_gt": matched,
+        "found": found,
+        "counts": {
+            "candidates": len(scores),
+            "above threshold": len(above),
+            "kept": len(kept),
+            "tp": int(tp.sum()),
+            "fp": int((~tp).sum()),
+            "missed": int((~found).sum()),
+        },
     }

@@ -18,6 +18,7 @@ __all__ = [
     "match_counts",
 ]
 
+
 def match_counts(matches: Any) -> dict[str, int]:
     """How many anchors are positive (``>= 0``), ignored (``IGNORE``) and negative (``BACKGROUND``).
 
@@ -75,8 +76,11 @@ def anchor_grid(
     """
     generator = AnchorGenerator() if generator is None else generator
     num_scales = len(generator.level_sizes[0])
-    for name, index, count in (("level", level, len(generator.strides)), ("scale_index", scale_index, num_scales),
-                               ("ratio_index", ratio_index, len(generator.aspect_ratios))):
+    for name, index, count in (
+        ("level", level, len(generator.strides)),
+        ("scale_index", scale_index, num_scales),
+        ("ratio_index", ratio_index, len(generator.aspect_ratios)),
+    ):
         if not 0 <= index < count:
             raise ValueError(f"anchor_grid: {name} must be in 0..{count - 1}, got {index}")
     image_size = (int(image_size[0]), int(image_size[1]))

@@ -17,6 +17,7 @@ __all__ = [
     "network_shapes",
 ]
 
+
 def box_level_assignment(
     size: float,
     aspect: float = 1.0,

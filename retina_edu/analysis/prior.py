@@ -14,10 +14,13 @@ __all__ = [
     "prior_initial_loss",
 ]
 
+
 def _check_counts(where: str, num_positive: int, num_negative: int, num_classes: int) -> None:
     if num_positive < 1 or num_negative < 0 or num_classes < 1:
-        raise ValueError(f"{where}: need num_positive >= 1, num_negative >= 0, num_classes >= 1, got "
-                         f"{num_positive}, {num_negative}, {num_classes}")
+        raise ValueError(
+            f"{where}: need num_positive >= 1, num_negative >= 0, num_classes >= 1, got "
+            f"{num_positive}, {num_negative}, {num_classes}"
+        )
 
 
 def prior_initial_loss(
@@ -84,9 +87,10 @@ def prior_first_steps(
     out: dict[str, list[float]] = {"loss": [], "bias": [], "p": []}
     for step in range(steps + 1):
         logit = bias.reshape(1)
-        loss = (zeros * sigmoid_focal_loss(logit, torch.zeros(1, dtype=torch.float64), alpha=alpha, gamma=gamma)
-                + ones * sigmoid_focal_loss(logit, torch.ones(1, dtype=torch.float64), alpha=alpha, gamma=gamma)
-                ).sum() / num_positive
+        loss = (
+            zeros * sigmoid_focal_loss(logit, torch.zeros(1, dtype=torch.float64), alpha=alpha, gamma=gamma)
+            + ones * sigmoid_focal_loss(logit, torch.ones(1, dtype=torch.float64), alpha=alpha, gamma=gamma)
+        ).sum() / num_positive
         out["loss"].append(float(loss.detach()))
         out["bias"].append(float(bias.detach()))
         out["p"].append(float(torch.sigmoid(bias.detach())))

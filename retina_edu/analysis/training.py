@@ -10,6 +10,7 @@ __all__ = [
     "missed_objects",
 ]
 
+
 def missed_objects(gt_boxes: Tensor, det_boxes: Tensor, iou_threshold: float = 0.5) -> int:
     """How many ground-truth boxes no detection covers with IoU >= ``iou_threshold``, whatever its class.
 

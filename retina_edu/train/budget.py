@@ -49,8 +49,15 @@ class _Budget:
     first_time: float | None = None
     plan: dict[str, Any] | None = None  # what the checkpoint records, once made
 
-def _start_budget(run: _Run, saved: dict[str, Any] | None, minutes: float | None, start: float,
-                  max_steps: int | None, val_data: Dataset | None) -> _Budget | None:
+
+def _start_budget(
+    run: _Run,
+    saved: dict[str, Any] | None,
+    minutes: float | None,
+    start: float,
+    max_steps: int | None,
+    val_data: Dataset | None,
+) -> _Budget | None:
     """The run's time budget, or None for a run of ``preset.epochs``.
 
     A checkpoint that recorded a plan is finished as planned (``run`` is set to its steps, whatever
@@ -60,16 +67,22 @@ def _start_budget(run: _Run, saved: dict[str, Any] | None, minutes: float | None
     """
     if saved is not None and "plan" not in saved:  # a run of epochs (or from before budgets existed)
         if minutes is not None and run.is_main:
-            print(f"the checkpoint is of a run without a time budget: finishing it as it was ({run.total_steps} "
-                  f"steps), minutes={minutes:g} ignored; start in another folder to train for minutes", flush=True)
+            print(
+                f"the checkpoint is of a run without a time budget: finishing it as it was ({run.total_steps} "
+                f"steps), minutes={minutes:g} ignored; start in another folder to train for minutes",
+                flush=True,
+            )
         return None
     plan = saved.get("plan") if saved is not None else None
     if plan is not None and plan.get("steps") is not None:
         run.total_steps, run.warmup_steps = plan["steps"], plan.get("warmup_steps", run.warmup_steps)
         run.last_step = plan["steps"] if max_steps is None else min(plan["steps"], max_steps)
         if run.is_main:
-            print(f"resuming the plan its checkpoint recorded: {plan['steps']} steps of batch "
-                  f"{plan['batch_size']} in {plan['minutes']:g} minutes", flush=True)
+            print(
+                f"resuming the plan its checkpoint recorded: {plan['steps']} steps of batch "
+                f"{plan['batch_size']} in {plan['minutes']:g} minutes",
+                flush=True,
+            )
         return _Budget(plan["minutes"], start, saved["step"], 0, 0, max_steps, None, plan=plan)
     if minutes is None and plan is not None:
         minutes = plan["minutes"]
@@ -85,8 +98,9 @@ def _start_budget(run: _Run, saved: dict[str, Any] | None, minutes: float | None
     return _Budget(float(minutes), start, done, first, last, max_steps, val_data, plan=plan)
 
 
-def _steps_in_budget(budget_s: float, elapsed_s: float, done: int, step_s: float, eval_s: float,
-                     steps_per_epoch: int, eval_every: int) -> int:
+def _steps_in_budget(
+    budget_s: float, elapsed_s: float, done: int, step_s: float, eval_s: float, steps_per_epoch: int, eval_every: int
+) -> int:
     """How many steps in total fit in ``budget_s`` seconds (times ``BUDGET_SAFETY``).
 
     ``elapsed_s`` have gone by (start-up and the ``done`` steps); each further step takes ``step_s``;
@@ -140,23 +154,31 @@ def _plan_budget(state: _TrainState, run: _Run, bar) -> None:
         measured = torch.tensor([step_s, eval_s, elapsed], device=run.device, dtype=torch.float64)
         dist.all_reduce(measured, op=dist.ReduceOp.MAX)
         step_s, eval_s, elapsed = measured.tolist()
-    steps = _steps_in_budget(budget.minutes * 60, elapsed, state.step, step_s, eval_s, run.steps_per_epoch,
-                             run.preset.eval_every)
+    steps = _steps_in_budget(
+        budget.minutes * 60, elapsed, state.step, step_s, eval_s, run.steps_per_epoch, run.preset.eval_every
+    )
     run.total_steps = steps
     run.last_step = steps if budget.max_steps is None else min(steps, budget.max_steps)
     # A run too short for the preset's warmup would end before its decay begins: the warmup then
     # takes half the run (and ends no earlier than now, the steps taken keep their rates).
     run.warmup_steps = min(run.preset.warmup_steps, max(state.step, steps // 2))
-    budget.plan.update(steps=steps, warmup_steps=run.warmup_steps, planned_at=state.step,
-                       step_s=round(step_s, 4), eval_s=round(eval_s, 2))
+    budget.plan.update(
+        steps=steps,
+        warmup_steps=run.warmup_steps,
+        planned_at=state.step,
+        step_s=round(step_s, 4),
+        eval_s=round(eval_s, 2),
+    )
     state.record["plan"] = budget.plan
     bar.total = run.last_step
     bar.refresh()
     if run.is_main:
         note = "" if steps > state.step else " (the budget is too short: it ends here)"
-        message = (f"plan: about {steps} steps of batch {budget.plan['batch_size']} in {budget.minutes:g} minutes "
-                   f"on this machine ({step_s:.2f} s per step, timed over steps {timed}; "
-                   f"validation about {eval_s:.0f} s){note}")
+        message = (
+            f"plan: about {steps} steps of batch {budget.plan['batch_size']} in {budget.minutes:g} minutes "
+            f"on this machine ({step_s:.2f} s per step, timed over steps {timed}; "
+            f"validation about {eval_s:.0f} s){note}"
+        )
         if bar.disable:
             print(message, flush=True)
         else:

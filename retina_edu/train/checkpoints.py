@@ -50,6 +50,7 @@ def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
         fingerprint["sha256"] = h.hexdigest()
     return fingerprint
 
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and the run folder
 # ---------------------------------------------------------------------------------------------
@@ -75,8 +76,9 @@ def check_output_folder(folder: str | Path) -> Path:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise OutputError(f"{folder}: cannot write the run there ({err.strerror or err}): "
-                          f"choose another folder (out_dir / --out)") from err
+        raise OutputError(
+            f"{folder}: cannot write the run there ({err.strerror or err}): choose another folder (out_dir / --out)"
+        ) from err
     return folder
 
 
@@ -134,9 +136,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err).lower():
-            raise ValueError(f"{path}: refused: the file holds Python objects other than tensors and plain data, "
-                             f"which could run code when opened (nothing in it was run); only open "
-                             f"checkpoints written by retina-edu") from None
+            raise ValueError(
+                f"{path}: refused: the file holds Python objects other than tensors and plain data, "
+                f"which could run code when opened (nothing in it was run); only open "
+                f"checkpoints written by retina-edu"
+            ) from None
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a readable checkpoint ({first_line})") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -158,8 +162,12 @@ def _rng_state() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
     if torch.cuda.is_available():
@@ -183,5 +191,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _non_finite_weights(model: nn.Module) -> list[str]:
     """Names of the parameters and buffers holding a NaN or infinite value."""
-    return [name for name, t in model.state_dict().items()
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return [
+        name for name, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]

@@ -19,8 +19,7 @@ class _EpochSampler(Sampler):
     ``start`` skips the samples a resumed run has already seen this epoch."""
 
     def __init__(self, dataset: Dataset, rank: int, world: int, seed: int, hflip: bool):
-        self.base = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                                       drop_last=False)
+        self.base = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.n, self.seed, self.hflip, self.start = len(dataset), seed, hflip, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:

@@ -62,6 +62,7 @@ RESUMABLE_CHANGES = ("epochs", "num_workers", "checkpoint_every", "eval_every")
 if TYPE_CHECKING:
     from ..evaluate import EvalResult
 
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class _Run:
     @property
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+
 
 @dataclass
 class _TrainState:
@@ -292,8 +294,9 @@ def train(
     start = _budget_module._clock()
     classes = _check_datasets(train_data, val_data)
     resume_from = _resume_source(resume, resume_from, out_dir)
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, Real)
-                                or not math.isfinite(minutes) or minutes <= 0):
+    if minutes is not None and (
+        isinstance(minutes, bool) or not isinstance(minutes, Real) or not math.isfinite(minutes) or minutes <= 0
+    ):
         raise ValueError(f"minutes must be a number > 0 or None, got {minutes!r}")
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cpu":
@@ -310,8 +313,10 @@ def train(
     model = _build_model(preset, classes, model, device)
     if out_dir is not None:
         if getattr(model, "config", None) is None:
-            raise ValueError(f"out_dir={str(out_dir)!r}: this model has no .config, so train() cannot write a "
-                             f"checkpoint of it; pass out_dir=None (or give the model a RetinaNetConfig)")
+            raise ValueError(
+                f"out_dir={str(out_dir)!r}: this model has no .config, so train() cannot write a "
+                f"checkpoint of it; pass out_dir=None (or give the model a RetinaNetConfig)"
+            )
         out_dir = check_output_folder(out_dir) if rank == 0 else Path(out_dir)
     saved = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
     run = _plan_run(preset, len(train_data), device, rank, world, out_dir, max_steps, callbacks)
@@ -324,7 +329,8 @@ def train(
         _resume(state, resume_from, run, saved)
     if world > 1:
         state.model = nn.parallel.DistributedDataParallel(
-            state.model, device_ids=[device.index] if device.type == "cuda" else None)
+            state.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     first_step = state.step
     metrics = _train_loop(state, run, train_data, val_data, progress)
@@ -332,12 +338,16 @@ def train(
     if budget is not None and run.is_main:
         seconds = _budget_module._clock() - start
         steps = f"{state.step} steps" if first_step == 0 else f"steps {first_step + 1}-{state.step} (resumed)"
-        print(f"trained {steps} in {seconds // 60:.0f} min {seconds % 60:02.0f} s "
-              f"(budget {budget.minutes:g} min, validation included)", flush=True)
+        print(
+            f"trained {steps} in {seconds // 60:.0f} min {seconds % 60:02.0f} s "
+            f"(budget {budget.minutes:g} min, validation included)",
+            flush=True,
+        )
     result_model = _unwrap(state.model)
     result_model.eval()
-    return TrainResult(result_model, state.history, run.checkpoint_path, metrics, preset,
-                       budget.plan if budget is not None else None)
+    return TrainResult(
+        result_model, state.history, run.checkpoint_path, metrics, preset, budget.plan if budget is not None else None
+    )
 
 
 def _check_datasets(train_data: Dataset, val_data: Dataset | None) -> list[str]:
@@ -352,8 +362,10 @@ def _check_datasets(train_data: Dataset, val_data: Dataset | None) -> list[str]:
             raise ValueError("val_data is empty: pass None to train without validation")
         val_classes = getattr(val_data, "classes", None)
         if val_classes is not None and list(val_classes) != classes:
-            raise ValueError(f"val_data has other classes than train_data: {list(val_classes)} vs {classes}; "
-                             f"AP would compare different things")
+            raise ValueError(
+                f"val_data has other classes than train_data: {list(val_classes)} vs {classes}; "
+                f"AP would compare different things"
+            )
     return classes
 
 
@@ -387,15 +399,28 @@ def _plan_run(preset, num_images, device, rank, world, out_dir, max_steps, callb
     steps_per_epoch = per_process // batch_size
     total_steps = preset.epochs * steps_per_epoch
     last_step = total_steps if max_steps is None else min(total_steps, max_steps)
-    return _Run(preset, device, mixed_precision_dtype(device, preset.amp), rank, world, batch_size,
-                steps_per_epoch, total_steps, last_step, out_dir, tuple(callbacks))
+    return _Run(
+        preset,
+        device,
+        mixed_precision_dtype(device, preset.amp),
+        rank,
+        world,
+        batch_size,
+        steps_per_epoch,
+        total_steps,
+        last_step,
+        out_dir,
+        tuple(callbacks),
+    )
+
 
 def _new_state(model, preset, classes, train_data, run: _Run, fingerprint: bool) -> _TrainState:
     """Optimiser (lr scaled with the total batch), warmup + decay schedule, a gradient scaler, and what
     the checkpoint records (with the data's fingerprint when it will be written or compared)."""
     optimizer = make_optimizer(model, preset, preset.lr(run.world))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, run.total_steps, run.warmup_steps, preset.schedule))
+        optimizer, lambda s: lr_factor(s, run.total_steps, run.warmup_steps, preset.schedule)
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     config = getattr(model, "config", None)
     record = {
@@ -414,22 +439,30 @@ def _resume(state: _TrainState, path: Path, run: _Run, saved: dict[str, Any]) ->
     path = path / CHECKPOINT_NAME if path.is_dir() else path
     classes = state.record["classes"]
     if list(saved["classes"]) != classes:
-        raise ValueError(f"{path}: the checkpoint was trained on {len(saved['classes'])} classes "
-                         f"{saved['classes']}, but the data has {len(classes)}: {classes}")
+        raise ValueError(
+            f"{path}: the checkpoint was trained on {len(saved['classes'])} classes "
+            f"{saved['classes']}, but the data has {len(classes)}: {classes}"
+        )
     data, saved_data = state.record["data"], saved.get("data")
-    if data and saved_data and (data["num_images"] != saved_data["num_images"]
-                                or data.get("sha256", "") != saved_data.get("sha256", "")):
-        raise ValueError(f"{path} was trained on other data ({saved_data['num_images']} images, fingerprint "
-                         f"{saved_data.get('sha256', '?')[:12]}) than this ({data['num_images']} images, fingerprint "
-                         f"{data.get('sha256', '?')[:12]}), with the same class names: choose another output "
-                         f"folder, or train on the data it was trained on")
+    if (
+        data
+        and saved_data
+        and (data["num_images"] != saved_data["num_images"] or data.get("sha256", "") != saved_data.get("sha256", ""))
+    ):
+        raise ValueError(
+            f"{path} was trained on other data ({saved_data['num_images']} images, fingerprint "
+            f"{saved_data.get('sha256', '?')[:12]}) than this ({data['num_images']} images, fingerprint "
+            f"{data.get('sha256', '?')[:12]}), with the same class names: choose another output "
+            f"folder, or train on the data it was trained on"
+        )
     now = state.record["preset"]
-    changed = {k: (v, now.get(k)) for k, v in saved["preset"].items()
-               if k not in RESUMABLE_CHANGES and now.get(k) != v}
+    changed = {k: (v, now.get(k)) for k, v in saved["preset"].items() if k not in RESUMABLE_CHANGES and now.get(k) != v}
     if changed:
         diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise ValueError(f"{path} was trained with other settings ({diff}): "
-                         f"choose another output folder, or delete this one to start again")
+        raise ValueError(
+            f"{path} was trained with other settings ({diff}): "
+            f"choose another output folder, or delete this one to start again"
+        )
     _unwrap(state.model).load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
@@ -440,14 +473,20 @@ def _resume(state: _TrainState, path: Path, run: _Run, saved: dict[str, Any]) ->
         state.last_good = path
 
 
-def _train_loop(state: _TrainState, run: _Run, train_data: Dataset, val_data: Dataset | None,
-                progress: bool) -> EvalResult | None:
+def _train_loop(
+    state: _TrainState, run: _Run, train_data: Dataset, val_data: Dataset | None, progress: bool
+) -> EvalResult | None:
     """Epochs until ``run.last_step`` (evaluating every ``eval_every`` epochs); stops cleanly on Ctrl-C."""
     from tqdm.auto import tqdm
 
     sampler = _EpochSampler(train_data, run.rank, run.world, run.preset.seed, run.preset.hflip)
-    bar = tqdm(total=run.last_step, initial=state.step, desc=f"train ({run.preset.name})",
-               disable=not (progress and run.is_main), unit="step")
+    bar = tqdm(
+        total=run.last_step,
+        initial=state.step,
+        desc=f"train ({run.preset.name})",
+        disable=not (progress and run.is_main),
+        unit="step",
+    )
     metrics = None
     state.model.train()
     with contextlib.closing(bar), _StopOnInterrupt() as stop:
@@ -472,9 +511,16 @@ def _epoch_loader(train_data: Dataset, sampler: _EpochSampler, step: int, run: _
     """The batches of the epoch ``step`` falls in, from the first not yet seen."""
     epoch, in_epoch = divmod(step, run.steps_per_epoch)
     sampler.set_epoch(epoch, start=in_epoch * run.batch_size)
-    return DataLoader(_TrainView(train_data), batch_size=run.batch_size, sampler=sampler, drop_last=True,
-                      num_workers=run.preset.num_workers, collate_fn=_collate,
-                      pin_memory=run.device.type == "cuda", persistent_workers=False)
+    return DataLoader(
+        _TrainView(train_data),
+        batch_size=run.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=run.preset.num_workers,
+        collate_fn=_collate,
+        pin_memory=run.device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 def _run_epoch(state: _TrainState, run: _Run, loader: DataLoader, bar, stop: _StopOnInterrupt) -> None:
@@ -483,8 +529,9 @@ def _run_epoch(state: _TrainState, run: _Run, loader: DataLoader, bar, stop: _St
     for images, targets, indices in loader:
         images, targets = _to_device(images, targets, run.device, run.preset.channels_last)
         state.in_step = True
-        out = train_step(state.model, images, targets, state.optimizer, state.scaler, run.amp_dtype,
-                         run.preset.grad_clip)
+        out = train_step(
+            state.model, images, targets, state.optimizer, state.scaler, run.amp_dtype, run.preset.grad_clip
+        )
         loss = out["loss"].item()
         if not math.isfinite(loss):
             raise _divergence_error(state, run, loss, images, indices)
@@ -529,21 +576,27 @@ def _last_good_sentence(state: _TrainState) -> str:
 def _divergence_error(state: _TrainState, run: _Run, loss: float, images, indices: list[int]) -> TrainingDiverged:
     """Where the loss became NaN/inf, which checkpoint is good, and what to try (bad images first)."""
     epoch = state.step // run.steps_per_epoch
-    where = (f"the loss became {loss} at step {state.step + 1} (epoch {epoch + 1}, "
-             f"learning rate {state.scheduler.get_last_lr()[0]:.3g}).")
+    where = (
+        f"the loss became {loss} at step {state.step + 1} (epoch {epoch + 1}, "
+        f"learning rate {state.scheduler.get_last_lr()[0]:.3g})."
+    )
     kept = _last_good_sentence(state)
     bad = _non_finite_images(images, indices)
     if bad:
-        detail = (f"The batch holds training image(s) with NaN or infinite pixels: dataset index "
-                  f"{', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
-                  f"or a transform that divides by zero) and train again.")
+        detail = (
+            f"The batch holds training image(s) with NaN or infinite pixels: dataset index "
+            f"{', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
+            f"or a transform that divides by zero) and train again."
+        )
     else:
-        detail = (f"{kept} {_WHAT_TO_TRY}")
+        detail = f"{kept} {_WHAT_TO_TRY}"
     return TrainingDiverged(f"{where} {detail}")
 
 
-_WHAT_TO_TRY = ("Try: a lower learning rate (base_lr is per 16 images and is scaled with the batch), gradient "
-                "clipping (grad_clip), a longer warmup, and check the data for tiny or degenerate boxes.")
+_WHAT_TO_TRY = (
+    "Try: a lower learning rate (base_lr is per 16 images and is scaled with the batch), gradient "
+    "clipping (grad_clip), a longer warmup, and check the data for tiny or degenerate boxes."
+)
 
 
 def _save_run(state: _TrainState, run: _Run, history: bool = True) -> Path | None:
@@ -559,7 +612,8 @@ def _save_run(state: _TrainState, run: _Run, history: bool = True) -> Path | Non
         raise TrainingDiverged(
             f"the weights became NaN or infinite by step {state.step} ({len(bad)} tensors, e.g. {bad[0]}), "
             f"although the loss was finite: the update itself diverged. They were not saved. "
-            f"{_last_good_sentence(state)} {_WHAT_TO_TRY}")
+            f"{_last_good_sentence(state)} {_WHAT_TO_TRY}"
+        )
     if not run.is_main:
         return None
     path = _write(run.checkpoint_path, lambda p: save_checkpoint(p, state.checkpoint()))
@@ -579,8 +633,9 @@ def _interrupted(state: _TrainState, run: _Run) -> None:
         saved = _save_run(state, run)
         why = f"interrupted after {done}."
     if saved is not None:
-        raise TrainingInterrupted(f"{why} Saved {saved}: train again with resume=True (--resume) "
-                                  f"to continue exactly from there.")
+        raise TrainingInterrupted(
+            f"{why} Saved {saved}: train again with resume=True (--resume) to continue exactly from there."
+        )
     if run.out_dir is None:
         raise TrainingInterrupted(f"{why} Nothing was saved (no out_dir / --out).")
     raise TrainingInterrupted(f"{why} {_last_good_sentence(state)}")
@@ -590,8 +645,14 @@ def _eval_due(state: _TrainState, run: _Run, val_data: Dataset | None) -> bool:
     """At the end of every ``eval_every``-th epoch except the last (``_finish`` evaluates that one)."""
     every = run.preset.eval_every
     end_of_epoch = state.step % run.steps_per_epoch == 0
-    return (run.is_main and val_data is not None and every > 0 and end_of_epoch
-            and (state.step // run.steps_per_epoch) % every == 0 and state.step < run.total_steps)
+    return (
+        run.is_main
+        and val_data is not None
+        and every > 0
+        and end_of_epoch
+        and (state.step // run.steps_per_epoch) % every == 0
+        and state.step < run.total_steps
+    )
 
 
 def _finish(state: _TrainState, run: _Run, val_data: Dataset | None) -> EvalResult | None:

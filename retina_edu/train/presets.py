@@ -22,6 +22,7 @@ PAPER_LR_PER_16_IMAGES = 0.01  # SGD, section 4 "Optimization"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 
+
 # ---------------------------------------------------------------------------------------------
 # Presets
 # ---------------------------------------------------------------------------------------------
@@ -73,8 +74,16 @@ class Preset:
             raise ValueError(f"Preset.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Preset.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 1), ("warmup_steps", 0),
-                          ("num_workers", 0), ("eval_every", 0), ("checkpoint_every", 1), ("seed", 0)):
+        for name, low in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("image_size", 1),
+            ("warmup_steps", 0),
+            ("num_workers", 0),
+            ("eval_every", 0),
+            ("checkpoint_every", 1),
+            ("seed", 0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
                 raise ValueError(f"Preset.{name} must be a whole number >= {low}, got {value!r}")
@@ -90,8 +99,9 @@ class Preset:
         model_fields = {f.name for f in fields(RetinaNetConfig)} - {"num_classes"}
         unknown = sorted(set(self.model_overrides) - model_fields)
         if unknown:
-            raise ValueError(f"Preset.model_overrides: {unknown} are not RetinaNetConfig fields "
-                             f"(choose from {sorted(model_fields)})")
+            raise ValueError(
+                f"Preset.model_overrides: {unknown} are not RetinaNetConfig fields (choose from {sorted(model_fields)})"
+            )
 
     @classmethod
     def cpu(cls, **overrides) -> Preset:
@@ -166,8 +176,13 @@ class Preset:
         """
         shared = {f.name for f in fields(RetinaNetConfig)} & {f.name for f in fields(Preset)}
         kwargs: dict[str, Any] = {name: getattr(self, name) for name in shared}
-        kwargs.update(num_classes=num_classes, anchor_sizes=tuple(self.anchor_sizes), resize=True,
-                      min_size=self.image_size, max_size=self.image_size)
+        kwargs.update(
+            num_classes=num_classes,
+            anchor_sizes=tuple(self.anchor_sizes),
+            resize=True,
+            min_size=self.image_size,
+            max_size=self.image_size,
+        )
         kwargs.update(self.model_overrides)
         return RetinaNetConfig(**kwargs)
 
@@ -182,8 +197,15 @@ class Preset:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _check_number(name: str, value: Any, low: float, high: float | None = None, low_open: bool = False,
-                  high_open: bool = False, none: str = "") -> None:
+def _check_number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    none: str = "",
+) -> None:
     """Raise ValueError unless ``value`` is a finite number in the range (``Preset.<name>``)."""
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low)
@@ -203,10 +225,12 @@ def choose_preset(name: str | None = None, device: torch.device | str | None = N
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         gpu_name = torch.cuda.get_device_name(device)
-        return Preset.gpu(), (f"a CUDA GPU is available ({gpu_name}): the paper's ResNet-50-FPN architecture, "
-                              f"adapted to the shapes data")
+        return Preset.gpu(), (
+            f"a CUDA GPU is available ({gpu_name}): the paper's ResNet-50-FPN architecture, adapted to the shapes data"
+        )
     threads = torch.get_num_threads()
     return Preset.cpu(), f"no GPU found: the small CPU preset, sized for {threads} CPU threads"
+
 
 # ---------------------------------------------------------------------------------------------
 # Optimiser and schedule

@@ -31,8 +31,16 @@ ArrayLike: TypeAlias = "torch.Tensor | np.ndarray | Sequence[float]"
 
 # matplotlib's "tab10" qualitative palette, spelled out so that no matplotlib import is needed.
 PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
 )
 DEFAULT_COLOR = (1.0, 0.84, 0.0)  # boxes without labels: gold
 
@@ -150,5 +158,3 @@ def _figure_png(fig: Figure) -> bytes:
 def format_times(ratio: float) -> str:
     """A ratio for a readout: ``"100×"``, ``"1,000×"``, ``"4×"``, ``"2.5×"``."""
     return f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.3g}×"
-
-

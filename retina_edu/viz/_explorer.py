@@ -119,12 +119,26 @@ class Explorer(widgets.VBox):
 
 
 def float_slider(
-    value: float, low: float, high: float, step: float, description: str, readout_format: str = ".2f",
-    css_class: str | None = None, **kwargs: Any,
+    value: float,
+    low: float,
+    high: float,
+    step: float,
+    description: str,
+    readout_format: str = ".2f",
+    css_class: str | None = None,
+    **kwargs: Any,
 ) -> widgets.FloatSlider:
     """A ``FloatSlider`` that reports on release (``continuous_update=False``), as every explorer's sliders do."""
-    slider = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=description,
-                                 continuous_update=False, readout_format=readout_format, **kwargs)
+    slider = widgets.FloatSlider(
+        value=value,
+        min=low,
+        max=high,
+        step=step,
+        description=description,
+        continuous_update=False,
+        readout_format=readout_format,
+        **kwargs,
+    )
     if css_class is not None:
         slider.add_class(css_class)
     return slider

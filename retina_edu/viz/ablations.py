@@ -55,8 +55,15 @@ def plot_ablation_bars(
         if len(ok):
             ax.bar(i, ok.mean(), color=color, alpha=0.55, width=0.7)
             ax.plot([i, i], [ok.min(), ok.max()], color="black", lw=1)
-            ax.plot(np.full(len(ok), i) + np.linspace(-0.12, 0.12, len(ok)), ok, "o", color=color, mec="black",
-                    mew=0.5, ms=4)
+            ax.plot(
+                np.full(len(ok), i) + np.linspace(-0.12, 0.12, len(ok)),
+                ok,
+                "o",
+                color=color,
+                mec="black",
+                mew=0.5,
+                ms=4,
+            )
         if len(ok) < len(v):
             ax.text(i, 0, f"{len(v) - len(ok)} diverged", ha="center", va="bottom", fontsize=6, rotation=90)
         if reference and label in reference:
@@ -116,13 +123,16 @@ def plot_loss_cdfs(
 
 def loss_cdf_readout(shares: Mapping[str, float], reference: Mapping[str, float], gamma: float) -> str:
     """One sentence: the hardest 10 % of each group's share of its loss at γ, and at γ = 0."""
-    return (f"γ = {gamma:.1f}: the hardest 10% of the negatives carry <b>{shares['negative']:.0%}</b> "
-            f"of the negatives' loss (γ = 0: {reference['negative']:.0%}); the hardest 10% "
-            f"of the positives carry <b>{shares['positive']:.0%}</b> (γ = 0: {reference['positive']:.0%})")
+    return (
+        f"γ = {gamma:.1f}: the hardest 10% of the negatives carry <b>{shares['negative']:.0%}</b> "
+        f"of the negatives' loss (γ = 0: {reference['negative']:.0%}); the hardest 10% "
+        f"of the positives carry <b>{shares['positive']:.0%}</b> (γ = 0: {reference['positive']:.0%})"
+    )
 
 
-def loss_cdf_explorer(positive: Tensor, negative: Tensor, gamma: float = 2.0,
-                      figsize: tuple[float, float] = (9, 3.4)) -> Explorer:
+def loss_cdf_explorer(
+    positive: Tensor, negative: Tensor, gamma: float = 2.0, figsize: tuple[float, float] = (9, 3.4)
+) -> Explorer:
     """A γ slider over the paper's Figure 4 for one trained model's anchors.
 
     Args:
@@ -143,8 +153,10 @@ def loss_cdf_explorer(positive: Tensor, negative: Tensor, gamma: float = 2.0,
     from ._explorer import Explorer, float_slider
 
     negative = torch.as_tensor(negative)
-    logits = {"positive": torch.as_tensor(positive).reshape(-1),
-              "negative": negative[:, None] if negative.dim() == 1 else negative}  # [N] is one class: [N, 1]
+    logits = {
+        "positive": torch.as_tensor(positive).reshape(-1),
+        "negative": negative[:, None] if negative.dim() == 1 else negative,
+    }  # [N] is one class: [N, 1]
     groups = ("positive", "negative")
     ce = anchor_losses(logits, gammas=(0.0,))[0.0]
     ce_curves = {name: _from_origin(*loss_cdf(ce[name])) for name in groups}
@@ -164,5 +176,9 @@ def loss_cdf_explorer(positive: Tensor, negative: Tensor, gamma: float = 2.0,
         figure.tight_layout()
         return {name: hardest_share(fl[name], HARDEST_FRACTION) for name in groups}
 
-    return Explorer({"gamma": float_slider(gamma, 0.0, 5.0, 0.5, "γ", readout_format=".1f")}, draw, figure,
-                    readout=lambda shares, values: loss_cdf_readout(shares, ce_shares, values["gamma"]))
+    return Explorer(
+        {"gamma": float_slider(gamma, 0.0, 5.0, 0.5, "γ", readout_format=".1f")},
+        draw,
+        figure,
+        readout=lambda shares, values: loss_cdf_readout(shares, ce_shares, values["gamma"]),
+    )

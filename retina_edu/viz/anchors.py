@@ -95,10 +95,17 @@ def draw_anchor_level(
 
     show_image(ax, array)
     dense = grid_h * grid_w > 400
-    dots = ax.scatter(centres[..., 0].reshape(-1), centres[..., 1].reshape(-1),
-                      s=1.5 if dense else 14, c="white", edgecolors="none" if dense else "black",
-                      linewidths=0.4, alpha=0.6 if dense else 1.0, zorder=3,
-                      label=f"{grid_h * grid_w} anchor centres")
+    dots = ax.scatter(
+        centres[..., 0].reshape(-1),
+        centres[..., 1].reshape(-1),
+        s=1.5 if dense else 14,
+        c="white",
+        edgecolors="none" if dense else "black",
+        linewidths=0.4,
+        alpha=0.6 if dense else 1.0,
+        zorder=3,
+        label=f"{grid_h * grid_w} anchor centres",
+    )
     # Thin the locations evenly in both directions so that at most max_boxes rectangles are drawn.
     step = 1
     while math.ceil(grid_h / step) * math.ceil(grid_w / step) > max(1, max_boxes):
@@ -107,12 +114,16 @@ def draw_anchor_level(
     boxes = []
     for k, (x1, y1, x2, y2) in enumerate(grid[::step, ::step].reshape(-1, 4).tolist()):
         edge = colormaps["tab20"](k % 20) if color_by_location else color
-        boxes.append(ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=edge,
-                                            linewidth=1.0, alpha=0.9, zorder=4)))
+        boxes.append(
+            ax.add_patch(
+                Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=edge, linewidth=1.0, alpha=0.9, zorder=4)
+            )
+        )
     centre_distance = ((centres.reshape(-1, 2) - [width / 2, height / 2]) ** 2).sum(-1)
     x1, y1, x2, y2 = grid.reshape(-1, 4)[int(centre_distance.argmin())].tolist()
-    highlight = ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2.5,
-                                       zorder=5))
+    highlight = ax.add_patch(
+        Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2.5, zorder=5)
+    )
     pad = margin * max(height, width)
     ax.set_xlim(-pad, width + pad)
     ax.set_ylim(height + pad, -pad)
@@ -125,14 +136,28 @@ def draw_anchor_level(
     ax.set_title(
         f"{level_name(level)} (stride {generator.strides[level]}, grid {grid_h}x{grid_w}): "
         f"{_size_text(generator, level, scale_index)}, h/w {generator.aspect_ratios[ratio_index]:g}\n"
-        f"anchor {anchor_w:.1f} x {anchor_h:.1f} px, drawn at {shown}", fontsize=8)
+        f"anchor {anchor_w:.1f} x {anchor_h:.1f} px, drawn at {shown}",
+        fontsize=8,
+    )
     ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
-    return {"centres": dots, "boxes": boxes, "highlight": highlight, "anchor": (anchor_w, anchor_h),
-            "grid": (grid_h, grid_w)}
+    return {
+        "centres": dots,
+        "boxes": boxes,
+        "highlight": highlight,
+        "anchor": (anchor_w, anchor_h),
+        "grid": (grid_h, grid_w),
+    }
 
 
-def anchor_figure(image: ImageLike, level: int = 0, scale_index: int = 0, ratio_index: int = 1,
-                  figsize: tuple[float, float] = (5, 5), fig: Figure | None = None, **kwargs: Any) -> Figure:
+def anchor_figure(
+    image: ImageLike,
+    level: int = 0,
+    scale_index: int = 0,
+    ratio_index: int = 1,
+    figsize: tuple[float, float] = (5, 5),
+    fig: Figure | None = None,
+    **kwargs: Any,
+) -> Figure:
     """A figure of :func:`draw_anchor_level` (the static twin of :func:`anchor_explorer`).
 
     Args:
@@ -157,9 +182,11 @@ def anchor_readout(drawn: dict[str, Any], generator: AnchorGenerator, level: int
     grid_h, grid_w = drawn["grid"]
     anchor_w, anchor_h = drawn["anchor"]
     count = grid_h * grid_w * generator.num_anchors_per_location
-    return (f"<b>{level_name(level)}</b>: stride {generator.strides[level]}, grid {grid_h} × {grid_w}; "
-            f"this anchor is <b>{anchor_w:.1f} × {anchor_h:.1f} px</b>; the level has "
-            f"{grid_h * grid_w:,} locations × {generator.num_anchors_per_location} = {count:,} anchors")
+    return (
+        f"<b>{level_name(level)}</b>: stride {generator.strides[level]}, grid {grid_h} × {grid_w}; "
+        f"this anchor is <b>{anchor_w:.1f} × {anchor_h:.1f} px</b>; the level has "
+        f"{grid_h * grid_w:,} locations × {generator.num_anchors_per_location} = {count:,} anchors"
+    )
 
 
 def anchor_explorer(
@@ -194,23 +221,43 @@ def anchor_explorer(
     style = {"description_width": "50px"}
     controls = {
         "level": widgets.Dropdown(
-            options=[(f"{level_name(i)} (stride {s})", i) for i, s in enumerate(generator.strides)], value=level,
-            description="level", style=style, layout=widgets.Layout(width="180px")),
+            options=[(f"{level_name(i)} (stride {s})", i) for i, s in enumerate(generator.strides)],
+            value=level,
+            description="level",
+            style=style,
+            layout=widgets.Layout(width="180px"),
+        ),
         "scale": widgets.SelectionSlider(
-            options=[(name, i) for i, name in enumerate(_scale_names(generator))], value=scale_index,
-            description="scale", continuous_update=False, style=style),
+            options=[(name, i) for i, name in enumerate(_scale_names(generator))],
+            value=scale_index,
+            description="scale",
+            continuous_update=False,
+            style=style,
+        ),
         "ratio": widgets.SelectionSlider(
-            options=[(f"{r:g}", i) for i, r in enumerate(generator.aspect_ratios)], value=ratio_index,
-            description="h/w", continuous_update=False, style=style),
+            options=[(f"{r:g}", i) for i, r in enumerate(generator.aspect_ratios)],
+            value=ratio_index,
+            description="h/w",
+            continuous_update=False,
+            style=style,
+        ),
     }
     figure = Figure(figsize=figsize)
 
     def draw(values: dict[str, Any]) -> dict[str, Any]:
         figure.clear()
-        drawn = draw_anchor_level(figure.add_subplot(), image, values["level"], values["scale"], values["ratio"],
-                                  generator, max_boxes=max_boxes)
+        drawn = draw_anchor_level(
+            figure.add_subplot(),
+            image,
+            values["level"],
+            values["scale"],
+            values["ratio"],
+            generator,
+            max_boxes=max_boxes,
+        )
         figure.tight_layout()
         return drawn
 
-    return Explorer(controls, draw, figure, readout=lambda drawn, values: anchor_readout(drawn, generator,
-                                                                                        values["level"]))
+    return Explorer(
+        controls, draw, figure, readout=lambda drawn, values: anchor_readout(drawn, generator, values["level"])
+    )

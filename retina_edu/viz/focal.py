@@ -37,13 +37,19 @@ def _curves(p_t: Any, gamma: float, alpha: float | None = None) -> dict[str, np.
 def _shade_well_classified(ax: Axes, label_y: float | None = 0.97) -> None:
     ax.axvspan(0.5, 1.0, color="0.92", zorder=0)
     if label_y is not None:
-        ax.text(0.75, label_y, "well-classified\nexamples", transform=ax.get_xaxis_transform(),
-                ha="center", va="top", fontsize=7, color="0.35")
+        ax.text(
+            0.75,
+            label_y,
+            "well-classified\nexamples",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="0.35",
+        )
 
 
-def plot_focal_loss_curves(
-    ax: Axes | None = None, gammas: Sequence[float] = FOCAL_GAMMAS, shade: bool = True
-) -> Axes:
+def plot_focal_loss_curves(ax: Axes | None = None, gammas: Sequence[float] = FOCAL_GAMMAS, shade: bool = True) -> Axes:
     """The paper's Figure 1: focal loss against p_t for several γ (no α), CE being γ = 0.
 
     Args:
@@ -100,9 +106,7 @@ def focal_loss_readout(
     if alpha is None or alpha < 0:
         second = "No α: positives and negatives weigh the same (the two curves coincide)."
     else:
-        second = (
-            f"<b>α = {alpha:.2f}</b> scales a positive's loss by {alpha:.2f} and a negative's by {1 - alpha:.2f}"
-        )
+        second = f"<b>α = {alpha:.2f}</b> scales a positive's loss by {alpha:.2f} and a negative's by {1 - alpha:.2f}"
         if 0 < alpha < 1:
             second += (
                 f": a positive at p<sub>t</sub> = {p_t:g} weighs {format_times(1 / (alpha * factor))} "
@@ -113,12 +117,13 @@ def focal_loss_readout(
             second += "."
     third = ""
     if shares is not None:
-        third = (f"<br>In {batch}, the <b>easy negatives</b> (p<sub>t</sub> &gt; 0.5) carry "
-                 f"<b>{100 * shares['easy negatives']:.0f}%</b> of the total loss")
+        third = (
+            f"<br>In {batch}, the <b>easy negatives</b> (p<sub>t</sub> &gt; 0.5) carry "
+            f"<b>{100 * shares['easy negatives']:.0f}%</b> of the total loss"
+        )
         if ce_shares is not None:
             third += f" (under CE with the same α: {100 * ce_shares['easy negatives']:.0f}%)"
-        third += (f"; hard negatives {100 * shares['hard negatives']:.0f}%, "
-                  f"positives {100 * shares['positives']:.0f}%.")
+        third += f"; hard negatives {100 * shares['hard negatives']:.0f}%, positives {100 * shares['positives']:.0f}%."
     return f"<div>{first}<br>{second}{third}</div>"
 
 
@@ -139,16 +144,24 @@ class _FocalPanels:
         ax_loss.plot(self.p_t, ref["ce"], color="0.45", ls="--", lw=1.2, label="CE")
         (self.loss_line,) = ax_loss.plot(self.p_t, ref["loss"], color="#2ca02c", lw=2, label="FL")
         (self.loss_dot,) = ax_loss.plot([p_mark], [0.0], "o", color="#2ca02c", ms=4)
-        (self.neg_loss_line,) = ax_loss.plot(self.p_t, ref["loss"], color=_NEGATIVE_COLOR, lw=1.6, ls=(0, (4, 2)),
-                                             label="FL, negative")
+        (self.neg_loss_line,) = ax_loss.plot(
+            self.p_t, ref["loss"], color=_NEGATIVE_COLOR, lw=1.6, ls=(0, (4, 2)), label="FL, negative"
+        )
         ax_loss.set_ylim(0, 5)
         ax_loss.set_title("loss of a positive and of a negative", fontsize=9)
         ax_loss.legend(fontsize=7, loc="upper right")
         ax_factor.axhline(1.0, color="0.45", ls="--", lw=1.2, label="CE (factor 1)")
         (self.factor_line,) = ax_factor.plot(self.p_t, ref["factor"], color="#9467bd", lw=2, label="FL")
         (self.factor_dot,) = ax_factor.plot([p_mark], [0.0], "o", color="#9467bd", ms=4)
-        self.factor_text = ax_factor.text(0.97, 0.6, "", transform=ax_factor.transAxes, ha="right", fontsize=8,
-                                          bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+        self.factor_text = ax_factor.text(
+            0.97,
+            0.6,
+            "",
+            transform=ax_factor.transAxes,
+            ha="right",
+            fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
         ax_factor.set_ylim(0, 1.05)
         ax_factor.set_title("modulating factor $(1-p_t)^\\gamma$", fontsize=9)
         ax_factor.legend(fontsize=7, loc="lower left")
@@ -156,8 +169,9 @@ class _FocalPanels:
         (self.grad_line,) = ax_grad.plot(self.p_t, ref["grad"], color="#d62728", lw=2, label="FL")
         ax_grad.axhline(0.0, color="0.6", lw=0.8)
         # a negative's gradient has the opposite sign (it lowers the logit): drawn as -grad, on the same scale
-        (self.neg_grad_line,) = ax_grad.plot(self.p_t, ref["grad"], color=_NEGATIVE_COLOR, lw=1.6, ls=(0, (4, 2)),
-                                             label="FL, negative (−grad)")
+        (self.neg_grad_line,) = ax_grad.plot(
+            self.p_t, ref["grad"], color=_NEGATIVE_COLOR, lw=1.6, ls=(0, (4, 2)), label="FL, negative (−grad)"
+        )
         ax_grad.set_ylim(-1.35, 0.05)  # FL's gradient dips below CE's for hard examples: -1.31 at γ = 5
         ax_grad.set_title("gradient d loss / d logit", fontsize=9)
         ax_grad.legend(fontsize=7, loc="lower right")
@@ -257,10 +271,12 @@ def focal_loss_explorer(
 
     controls = {
         "gamma": _gamma_slider(gamma, "focal-gamma"),
-        "alpha": float_slider(ALPHA if alpha is None else alpha, 0.0, 1.0, 0.05, "α", css_class="focal-alpha",
-                              disabled=alpha is None),
-        "no_alpha": widgets.Checkbox(value=alpha is None, description="no α", indent=False,
-                                     layout=widgets.Layout(width="80px")),
+        "alpha": float_slider(
+            ALPHA if alpha is None else alpha, 0.0, 1.0, 0.05, "α", css_class="focal-alpha", disabled=alpha is None
+        ),
+        "no_alpha": widgets.Checkbox(
+            value=alpha is None, description="no α", indent=False, layout=widgets.Layout(width="80px")
+        ),
     }
     if (logits is None) != (targets is None):
         raise ValueError("focal_loss_explorer: give both logits and targets, or neither")
@@ -290,11 +306,19 @@ def focal_loss_explorer(
         return result
 
     def readout(result: dict[str, Any], values: dict[str, Any]) -> str:
-        return focal_loss_readout(float(values["gamma"]), current_alpha(values), p_mark,
-                                  result["shares"], result["ce_shares"], batch)
+        return focal_loss_readout(
+            float(values["gamma"]), current_alpha(values), p_mark, result["shares"], result["ce_shares"], batch
+        )
 
-    return Explorer(controls, draw, figure, readout=readout, adjust=adjust, css_class="focal-loss-explorer",
-                    readout_class="focal-readout")
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        readout=readout,
+        adjust=adjust,
+        css_class="focal-loss-explorer",
+        readout_class="focal-readout",
+    )
 
 
 def _draw_share_bars(ax: Axes, columns: Sequence[tuple[str, Mapping[str, float]]]) -> None:
@@ -309,8 +333,15 @@ def _draw_share_bars(ax: Axes, columns: Sequence[tuple[str, Mapping[str, float]]
             if top_group and h < 7:  # too thin to hold its label: write it above the bar
                 ax.text(x, b + h + 1.5, f"{h:.0f}%", ha="center", va="bottom", fontsize=8, color="black")
             elif h >= 4:
-                ax.text(x, b + h / 2, f"{h:.0f}%", ha="center", va="center", fontsize=8,
-                        color="white" if color == _GROUP_COLORS[1] else "black")
+                ax.text(
+                    x,
+                    b + h / 2,
+                    f"{h:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if color == _GROUP_COLORS[1] else "black",
+                )
         bottom += heights
     ax.set_xticks(positions, [label for label, _ in columns], fontsize=8)
     ax.set_ylim(0, 109)  # head room for the labels of thin top segments
@@ -357,8 +388,9 @@ def loss_share_readout(ce: Mapping[str, float], fl: Mapping[str, float], gamma: 
     )
 
 
-def loss_share_explorer(logits: ArrayLike, targets: ArrayLike, gamma: float = 2.0,
-                        alpha: float | None = None) -> Explorer:
+def loss_share_explorer(
+    logits: ArrayLike, targets: ArrayLike, gamma: float = 2.0, alpha: float | None = None
+) -> Explorer:
     """A γ slider over two stacked bars: who carries the loss under CE, and under focal loss at γ.
 
     An :class:`~retina_edu.viz._explorer.Explorer` (CSS class ``loss-share-explorer``) with one
@@ -389,6 +421,11 @@ def loss_share_explorer(logits: ArrayLike, targets: ArrayLike, gamma: float = 2.
         figure.tight_layout()
         return {"ce": ce, "fl": fl}
 
-    return Explorer({"gamma": _gamma_slider(gamma, "loss-share-gamma")}, draw, figure,
-                    readout=lambda shares, values: loss_share_readout(shares["ce"], shares["fl"], values["gamma"]),
-                    css_class="loss-share-explorer", readout_class="loss-share-readout")
+    return Explorer(
+        {"gamma": _gamma_slider(gamma, "loss-share-gamma")},
+        draw,
+        figure,
+        readout=lambda shares, values: loss_share_readout(shares["ce"], shares["fl"], values["gamma"]),
+        css_class="loss-share-explorer",
+        readout_class="loss-share-readout",
+    )

@@ -118,10 +118,19 @@ def draw_boxes(
         if scores_np is not None:
             parts.append(f"{scores_np[i]:.2f}")
         if parts:
-            captions.append(ax.text(
-                x1, y1, " ".join(parts), fontsize=fontsize, color="white", va="bottom", ha="left", clip_on=True,
-                bbox={"facecolor": box_colors[i], "alpha": 0.8, "pad": 1.0, "edgecolor": "none"},
-            ))
+            captions.append(
+                ax.text(
+                    x1,
+                    y1,
+                    " ".join(parts),
+                    fontsize=fontsize,
+                    color="white",
+                    va="bottom",
+                    ha="left",
+                    clip_on=True,
+                    bbox={"facecolor": box_colors[i], "alpha": 0.8, "pad": 1.0, "edgecolor": "none"},
+                )
+            )
             captioned.append((x1, y1, x2, y2))
     _place_captions(ax, captions, captioned)
     return rectangles + captions
@@ -158,8 +167,12 @@ def _place_captions(ax: Axes, captions: Sequence[Text], boxes: Sequence[Sequence
             text.set_ha(spot[2])
             text.set_va(spot[3])
             extent = text.get_window_extent(renderer).padded(1.0)
-            outside = (extent.x0 < frame.x0 - 1 or extent.x1 > frame.x1 + 1
-                       or extent.y0 < frame.y0 - 1 or extent.y1 > frame.y1 + 1)
+            outside = (
+                extent.x0 < frame.x0 - 1
+                or extent.x1 > frame.x1 + 1
+                or extent.y0 < frame.y0 - 1
+                or extent.y1 > frame.y1 + 1
+            )
             cost = sum(overlap(extent, other) for other in placed) + (1e9 if outside else 0.0)
             if best_cost is None or cost < best_cost:
                 best, best_cost = spot, cost
@@ -243,7 +256,7 @@ def show_grid(
     ncols = min(ncols, len(indices))
     nrows = math.ceil(len(indices) / ncols)
     fig, grid = plt.subplots(nrows, ncols, figsize=figsize or (3 * ncols, 3 * nrows), squeeze=False)
-    for ax in grid.flat[len(indices):]:
+    for ax in grid.flat[len(indices) :]:
         ax.set_axis_off()
     for ax, index in zip(grid.flat, indices):
         image, target = dataset[index]

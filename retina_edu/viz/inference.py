@@ -71,8 +71,15 @@ def show_level_maps(
         extent = (0, width, height, 0) if picture is not None else (0, w, h, 0)
         if picture is not None:
             show_image(ax, picture)
-        handle = ax.imshow(array, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else max(float(array.max()), 1e-12),
-                           alpha=alpha if picture is not None else 1.0, extent=extent, interpolation="nearest")
+        handle = ax.imshow(
+            array,
+            cmap=cmap,
+            vmin=0,
+            vmax=vmax if vmax is not None else max(float(array.max()), 1e-12),
+            alpha=alpha if picture is not None else 1.0,
+            extent=extent,
+            interpolation="nearest",
+        )
         ax.set_axis_off()
         ax.set_title(f"{name} ({h}×{w}), max {array.max():.2f}", fontsize=8)
     fig.colorbar(handle, ax=list(panels[0]), shrink=0.8, fraction=0.02)
@@ -125,8 +132,10 @@ def draw_nms(
     scores_np = to_numpy(scores).reshape(-1).astype(np.float64)
     labels_np = None if labels is None else to_numpy(labels).reshape(-1).astype(np.int64)
     if len(scores_np) != len(boxes_np) or (labels_np is not None and len(labels_np) != len(boxes_np)):
-        raise ValueError(f"draw_nms: {len(boxes_np)} boxes, {len(scores_np)} scores"
-                         + ("" if labels_np is None else f", {len(labels_np)} labels"))
+        raise ValueError(
+            f"draw_nms: {len(boxes_np)} boxes, {len(scores_np)} scores"
+            + ("" if labels_np is None else f", {len(labels_np)} labels")
+        )
     show = scores_np >= score_thresh
     boxes_np, scores_np = boxes_np[show], scores_np[show]
     labels_np = None if labels_np is None else labels_np[show]
@@ -139,12 +148,22 @@ def draw_nms(
     show_image(ax, image)
     height, width = to_display_array(image).shape[:2]
     for x1, y1, x2, y2 in boxes_np[suppressed]:
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=(0.85, 0.85, 0.85),
-                               linewidth=0.6, linestyle="--"))
+        ax.add_patch(
+            Rectangle(
+                (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=(0.85, 0.85, 0.85), linewidth=0.6, linestyle="--"
+            )
+        )
     kept_labels = None if labels_np is None else labels_np[keep]
     if captions:
-        draw_boxes(ax, boxes_np[keep], labels=kept_labels, scores=scores_np[keep], class_names=class_names,
-                   linewidth=1.2, fontsize=6)
+        draw_boxes(
+            ax,
+            boxes_np[keep],
+            labels=kept_labels,
+            scores=scores_np[keep],
+            class_names=class_names,
+            linewidth=1.2,
+            fontsize=6,
+        )
     else:  # colour by class, no text
         colors = DEFAULT_COLOR if kept_labels is None else [class_color(label) for label in kept_labels]
         draw_boxes(ax, boxes_np[keep], colors=colors, linewidth=1.2)
@@ -152,15 +171,18 @@ def draw_nms(
     ax.set_ylim(height, 0)
     counts = {"candidates": int(len(boxes_np)), "kept": int(len(keep))}
     text = f"{counts['candidates']} boxes ≥ {score_thresh:g}" + (
-        "" if iou_thresh is None else f" → NMS {iou_thresh:g} → {counts['kept']}")
+        "" if iou_thresh is None else f" → NMS {iou_thresh:g} → {counts['kept']}"
+    )
     ax.set_title(f"{title}\n{text}" if title else text, fontsize=8)
     return counts
 
 
 def nms_readout(counts: dict[str, int], iou_thresh: float, score_thresh: float) -> str:
     """One line: candidates over the score threshold, and how many NMS keeps."""
-    return (f"<b>{counts['candidates']}</b> candidates with score ≥ {score_thresh:.2f} → "
-            f"<b>{counts['kept']}</b> after NMS at IoU {iou_thresh:.2f}")
+    return (
+        f"<b>{counts['candidates']}</b> candidates with score ≥ {score_thresh:.2f} → "
+        f"<b>{counts['kept']}</b> after NMS at IoU {iou_thresh:.2f}"
+    )
 
 
 def nms_explorer(
@@ -200,8 +222,9 @@ def nms_explorer(
         figure.tight_layout()
         return counts
 
-    return Explorer(controls, draw, figure,
-                    readout=lambda counts, values: nms_readout(counts, values["iou"], values["score"]))
+    return Explorer(
+        controls, draw, figure, readout=lambda counts, values: nms_readout(counts, values["iou"], values["score"])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,14 +264,22 @@ def draw_threshold_nms(
 
     from ..analysis import threshold_and_nms
 
-    result = threshold_and_nms(candidates, torch.as_tensor(gt_boxes), torch.as_tensor(gt_labels), score_thresh,
-                               nms_iou)
+    result = threshold_and_nms(candidates, torch.as_tensor(gt_boxes), torch.as_tensor(gt_labels), score_thresh, nms_iou)
     show_image(ax, image)
     height, width = to_display_array(image).shape[:2]
     truth = boxes_xyxy(gt_boxes, where="draw_threshold_nms")
     for (x1, y1, x2, y2), found in zip(truth, result["found"].tolist()):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linestyle="--",
-                               edgecolor="white" if found else MISSED_COLOR, linewidth=1.0 if found else 1.6))
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                linestyle="--",
+                edgecolor="white" if found else MISSED_COLOR,
+                linewidth=1.0 if found else 1.6,
+            )
+        )
     kept = result["kept"]
     boxes = to_numpy(candidates["boxes"])[kept.numpy()].reshape(-1, 4)
     scores = to_numpy(candidates["scores"])[kept.numpy()].reshape(-1)
@@ -265,11 +296,13 @@ def draw_threshold_nms(
 def threshold_nms_readout(result: dict[str, Any], values: dict[str, Any]) -> str:
     """One line: candidates above the threshold, kept by NMS, and how many are right (TP/FP at IoU 0.5)."""
     c = result["counts"]
-    return (f"<b>{c['above threshold']}</b> of {c['candidates']} candidates score ≥ {values['score']:.2f} → "
-            f"NMS at IoU {values['iou']:.2f} keeps <b>{c['kept']}</b>: "
-            f"<span style='color:{TP_COLOR}'><b>{c['tp']}</b> true positives</span>, "
-            f"<span style='color:{FP_COLOR}'><b>{c['fp']}</b> false positives</span> (IoU 0.5); "
-            f"<span style='color:{MISSED_COLOR}'><b>{c['missed']}</b></span> of {c['tp'] + c['missed']} objects missed")
+    return (
+        f"<b>{c['above threshold']}</b> of {c['candidates']} candidates score ≥ {values['score']:.2f} → "
+        f"NMS at IoU {values['iou']:.2f} keeps <b>{c['kept']}</b>: "
+        f"<span style='color:{TP_COLOR}'><b>{c['tp']}</b> true positives</span>, "
+        f"<span style='color:{FP_COLOR}'><b>{c['fp']}</b> false positives</span> (IoU 0.5); "
+        f"<span style='color:{MISSED_COLOR}'><b>{c['missed']}</b></span> of {c['tp'] + c['missed']} objects missed"
+    )
 
 
 def threshold_nms_explorer(
@@ -300,15 +333,20 @@ def threshold_nms_explorer(
     from ._explorer import Explorer, float_slider
 
     if not (len(images) == len(candidates) == len(targets)) or not images:
-        raise ValueError(f"threshold_nms_explorer: {len(images)} images, {len(candidates)} candidate sets, "
-                         f"{len(targets)} targets")
+        raise ValueError(
+            f"threshold_nms_explorer: {len(images)} images, {len(candidates)} candidate sets, {len(targets)} targets"
+        )
     names = [f"image {i}" for i in range(len(images))] if names is None else list(names)
     style = {"description_width": "70px"}
     controls = {
         "score": float_slider(score_thresh, 0.05, 0.95, 0.05, "score ≥", style=style, css_class="nms-score"),
         "iou": float_slider(nms_iou, 0.1, 1.0, 0.05, "NMS IoU", style=style, css_class="nms-iou"),
-        "image": widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=0,
-                                  description="image", layout=widgets.Layout(width="200px")),
+        "image": widgets.Dropdown(
+            options=[(name, i) for i, name in enumerate(names)],
+            value=0,
+            description="image",
+            layout=widgets.Layout(width="200px"),
+        ),
     }
     figure = Figure(figsize=figsize, dpi=80)
     ax = figure.subplots()
@@ -316,10 +354,23 @@ def threshold_nms_explorer(
     def draw(values: dict[str, Any]) -> dict[str, Any]:
         ax.clear()
         index = int(values["image"])
-        result = draw_threshold_nms(ax, images[index], candidates[index], targets[index]["boxes"],
-                                    targets[index]["labels"], float(values["score"]), float(values["iou"]))
+        result = draw_threshold_nms(
+            ax,
+            images[index],
+            candidates[index],
+            targets[index]["boxes"],
+            targets[index]["labels"],
+            float(values["score"]),
+            float(values["iou"]),
+        )
         figure.tight_layout()
         return result
 
-    return Explorer(controls, draw, figure, readout=threshold_nms_readout, css_class="threshold-nms-explorer",
-                    readout_class="threshold-nms-readout")
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        readout=threshold_nms_readout,
+        css_class="threshold-nms-explorer",
+        readout_class="threshold-nms-readout",
+    )

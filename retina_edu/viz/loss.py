@@ -75,8 +75,11 @@ class _BoxLossPanels:
         curves = box_losses_vs_offset(_ERRORS, SMOOTH_L1_BETA)
         self.lines: dict[str, Any] = {}
         for name in ("l1", "giou", "smooth_l1"):
-            style = {"color": BOX_LOSS_COLORS[name], "lw": 2 if name == "smooth_l1" else 1.4,
-                     "ls": "--" if name == "giou" else "-"}
+            style = {
+                "color": BOX_LOSS_COLORS[name],
+                "lw": 2 if name == "smooth_l1" else 1.4,
+                "ls": "--" if name == "giou" else "-",
+            }
             (self.lines[name],) = ax_loss.plot(_ERRORS, curves[name].numpy(), label=_LABELS[name], **style)
             (self.lines[name + "_grad"],) = ax_grad.plot(_ERRORS, curves[name + "_grad"].numpy(), **style)
         ax_loss.set_ylim(0, 1.05)
@@ -138,8 +141,14 @@ def plot_box_losses_per_anchor(losses: Mapping[str, Any], ax: Axes | None = None
     top = max(float(np.quantile(v, 0.99)) for v in values.values())
     bins = np.linspace(0, max(top, 1e-6), 41)
     for name, v in values.items():
-        ax.hist(np.clip(v, 0, bins[-1]), bins=bins, histtype="step", lw=1.8, color=BOX_LOSS_COLORS[name],
-                label=f"{_LABELS[name].split(' (')[0]}: mean {v.mean():.3f}")
+        ax.hist(
+            np.clip(v, 0, bins[-1]),
+            bins=bins,
+            histtype="step",
+            lw=1.8,
+            color=BOX_LOSS_COLORS[name],
+            label=f"{_LABELS[name].split(' (')[0]}: mean {v.mean():.3f}",
+        )
     ax.set_xlabel("box loss of one positive anchor")
     ax.set_ylabel("positive anchors")
     ax.legend(fontsize=7)
@@ -147,8 +156,9 @@ def plot_box_losses_per_anchor(losses: Mapping[str, Any], ax: Axes | None = None
     return ax
 
 
-def plot_normalisers(sums: Mapping[str, Any], names: Sequence[str] | None = None,
-                     axes: Sequence[Axes] | None = None) -> Figure:
+def plot_normalisers(
+    sums: Mapping[str, Any], names: Sequence[str] | None = None, axes: Sequence[Axes] | None = None
+) -> Figure:
     """Each image's positives, and its part of the loss under the paper's and torchvision's normaliser.
 
     Args:
@@ -237,5 +247,11 @@ def box_loss_explorer(deltas: Any, beta: float = SMOOTH_L1_BETA) -> Explorer:
         figure.tight_layout()
         return {"beta": b, "quadratic_share": quadratic_share(offsets, b)}
 
-    return Explorer(controls, draw, figure, readout=lambda _, values: box_loss_readout(offsets, float(values["beta"])),
-                    css_class="box-loss-explorer", readout_class="box-loss-readout")
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        readout=lambda _, values: box_loss_readout(offsets, float(values["beta"])),
+        css_class="box-loss-explorer",
+        readout_class="box-loss-readout",
+    )

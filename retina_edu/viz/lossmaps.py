@@ -75,8 +75,9 @@ def draw_loss_map(
     pad_h, pad_w = padded_size if padded_size is not None else (height, width)
     share = np.clip(to_numpy(loss_map).astype(np.float64) / total, share_range[0], None)
     ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, extent=(0, width, height, 0))
-    handle = ax.imshow(share, cmap=cmap, norm=LogNorm(*share_range), alpha=0.8, extent=(0, pad_w, pad_h, 0),
-                       interpolation="nearest")
+    handle = ax.imshow(
+        share, cmap=cmap, norm=LogNorm(*share_range), alpha=0.8, extent=(0, pad_w, pad_h, 0), interpolation="nearest"
+    )
     if boxes is not None:  # class colours, no captions: the map stays readable
         count = len(to_numpy(boxes).reshape(-1, 4))
         colors = "white" if labels is None else [class_color(int(k)) for k in to_numpy(labels).reshape(-1)]
@@ -121,19 +122,28 @@ def plot_loss_maps(
     if len(row_titles) != len(results) or not results:
         raise ValueError(f"plot_loss_maps: {len(results)} results but {len(row_titles)} row titles")
     levels = list(range(len(results[0]["maps"]))) if levels is None else list(levels)
-    fig, grid = plt.subplots(len(results), len(levels), figsize=(1.75 * len(levels) + 0.9, 1.95 * len(results)),
-                             squeeze=False)
+    fig, grid = plt.subplots(
+        len(results), len(levels), figsize=(1.75 * len(levels) + 0.9, 1.95 * len(results)), squeeze=False
+    )
     handle = None
     for row, (result, title) in enumerate(zip(results, row_titles)):
         for col, level in enumerate(levels):
             ax = grid[row, col]
-            handle = draw_loss_map(ax, image, result["maps"][level], result["total"], boxes, labels, padded_size,
-                                   share_range)
+            handle = draw_loss_map(
+                ax, image, result["maps"][level], result["total"], boxes, labels, padded_size, share_range
+            )
             h, w = result["maps"][level].shape
-            ax.set_title(f"{level_name(level)} ({h}×{w}): {100 * result['level_shares'][level]:.0f}%",
-                         fontsize=7.5)
-        grid[row, 0].text(-0.08, 0.5, f"{title}\n{_share_line(result)}".replace(" · ", "\n"),
-                          transform=grid[row, 0].transAxes, rotation=0, ha="right", va="center", fontsize=7.5)
+            ax.set_title(f"{level_name(level)} ({h}×{w}): {100 * result['level_shares'][level]:.0f}%", fontsize=7.5)
+        grid[row, 0].text(
+            -0.08,
+            0.5,
+            f"{title}\n{_share_line(result)}".replace(" · ", "\n"),
+            transform=grid[row, 0].transAxes,
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize=7.5,
+        )
     fig.subplots_adjust(left=0.2, right=0.9, wspace=0.08, hspace=0.3, top=0.92, bottom=0.03)
     bar = fig.colorbar(handle, ax=list(grid.ravel()), shrink=0.8, fraction=0.025, pad=0.02)
     bar.set_label("share of the image's loss per location", fontsize=7.5)
@@ -147,13 +157,17 @@ def loss_map_readout(result: dict[str, Any], values: dict[str, Any]) -> str:
     alpha = values["alpha"]
     cells = "".join(
         f"<tr><td>{name}</td><td>{100 * result['ce_shares'][name]:.1f}%</td>"
-        f"<td>{100 * result['shares'][name]:.1f}%</td></tr>" for name in LOSS_GROUPS)
-    return (f"γ = {values['gamma']:.2f}, α = {alpha:.2f}: the whole image's loss is "
-            f"<b>{format_times(result['ce_over_fl'])}</b> smaller under FL than under CE (γ = 0, same α). "
-            f"{level_name(level)} carries {100 * result['ce_level_shares'][level]:.1f}% of the CE "
-            f"and {100 * result['level_shares'][level]:.1f}% of the FL."
-            f"<table style='font-size:90%'><tr><th>share of the loss</th><th>CE</th><th>FL</th></tr>"
-            f"{cells}</table>")
+        f"<td>{100 * result['shares'][name]:.1f}%</td></tr>"
+        for name in LOSS_GROUPS
+    )
+    return (
+        f"γ = {values['gamma']:.2f}, α = {alpha:.2f}: the whole image's loss is "
+        f"<b>{format_times(result['ce_over_fl'])}</b> smaller under FL than under CE (γ = 0, same α). "
+        f"{level_name(level)} carries {100 * result['ce_level_shares'][level]:.1f}% of the CE "
+        f"and {100 * result['level_shares'][level]:.1f}% of the FL."
+        f"<table style='font-size:90%'><tr><th>share of the loss</th><th>CE</th><th>FL</th></tr>"
+        f"{cells}</table>"
+    )
 
 
 def loss_map_explorer(
@@ -190,30 +204,59 @@ def loss_map_explorer(
     controls = {
         "gamma": float_slider(gamma, 0.0, 5.0, 0.25, "γ", css_class="lossmap-gamma"),
         "alpha": float_slider(alpha, 0.05, 0.95, 0.05, "α", css_class="lossmap-alpha"),
-        "level": widgets.Dropdown(options=[(level_name(k), k) for k in range(num_levels)], value=level,
-                                  description="level", layout=widgets.Layout(width="150px")),
-        "image": widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=0,
-                                  description="image", layout=widgets.Layout(width="200px")),
+        "level": widgets.Dropdown(
+            options=[(level_name(k), k) for k in range(num_levels)],
+            value=level,
+            description="level",
+            layout=widgets.Layout(width="150px"),
+        ),
+        "image": widgets.Dropdown(
+            options=[(name, i) for i, name in enumerate(names)],
+            value=0,
+            description="image",
+            layout=widgets.Layout(width="200px"),
+        ),
     }
     figure = Figure(figsize=figsize, dpi=80)
 
     def draw(values: dict[str, Any]) -> dict[str, Any]:
         index, level_index = int(values["image"]), int(values["level"])
         out = outputs[index]
-        result = anchor_loss_map(out["cls_logits"], out["matches"], out["labels"], out["grid_sizes"],
-                                 float(values["gamma"]), float(values["alpha"]))
+        result = anchor_loss_map(
+            out["cls_logits"],
+            out["matches"],
+            out["labels"],
+            out["grid_sizes"],
+            float(values["gamma"]),
+            float(values["alpha"]),
+        )
         figure.clear()
         axes = figure.subplots(1, 2)
         handle = None
-        for ax, key, total, title in ((axes[0], "ce_maps", result["ce_total"], "cross entropy (γ = 0)"),
-                                      (axes[1], "maps", result["total"], f"focal loss, γ = {values['gamma']:.2f}")):
-            handle = draw_loss_map(ax, images[index], result[key][level_index], total, out.get("boxes"),
-                                   out.get("gt_labels"), out.get("padded_size"))
+        for ax, key, total, title in (
+            (axes[0], "ce_maps", result["ce_total"], "cross entropy (γ = 0)"),
+            (axes[1], "maps", result["total"], f"focal loss, γ = {values['gamma']:.2f}"),
+        ):
+            handle = draw_loss_map(
+                ax,
+                images[index],
+                result[key][level_index],
+                total,
+                out.get("boxes"),
+                out.get("gt_labels"),
+                out.get("padded_size"),
+            )
             ax.set_title(f"{title}: {level_name(level_index)}", fontsize=9)
         bar = figure.colorbar(handle, ax=list(axes), shrink=0.85, fraction=0.03, pad=0.02)
         bar.set_label("share of the image's loss per location", fontsize=8)
         bar.ax.tick_params(labelsize=7)
         return result
 
-    return Explorer(controls, draw, figure, readout=loss_map_readout, css_class="loss-map-explorer",
-                    readout_class="loss-map-readout")
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        readout=loss_map_readout,
+        css_class="loss-map-explorer",
+        readout_class="loss-map-readout",
+    )

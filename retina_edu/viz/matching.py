@@ -85,33 +85,68 @@ def draw_matching(
     height, width = to_display_array(image).shape[:2]
     centres = (anchors_np[:, :2] + anchors_np[:, 2:]) / 2
     negative_centres = _unique_centres(centres[negative])
-    negatives = ax.scatter(negative_centres[:, 0], negative_centres[:, 1], s=4, c="white",
-                           alpha=min(1.0, 2 * negative_alpha), linewidths=0, zorder=2, label="negative (centres)")
+    negatives = ax.scatter(
+        negative_centres[:, 0],
+        negative_centres[:, 1],
+        s=4,
+        c="white",
+        alpha=min(1.0, 2 * negative_alpha),
+        linewidths=0,
+        zorder=2,
+        label="negative (centres)",
+    )
     ignored_centres = _unique_centres(centres[ignored])
-    ignored_dots = ax.scatter(ignored_centres[:, 0], ignored_centres[:, 1], s=18, marker="x",
-                              c=MATCH_COLORS["ignored"], linewidths=1.0, zorder=4, label="ignored (centres)")
+    ignored_dots = ax.scatter(
+        ignored_centres[:, 0],
+        ignored_centres[:, 1],
+        s=18,
+        marker="x",
+        c=MATCH_COLORS["ignored"],
+        linewidths=1.0,
+        zorder=4,
+        label="ignored (centres)",
+    )
     dashed = []
     if ignored_boxes:
         for x1, y1, x2, y2 in anchors_np[ignored]:
-            dashed.append(ax.add_patch(_box(x1, y1, x2, y2, linestyle="--", edgecolor=MATCH_COLORS["ignored"],
-                                            linewidth=0.7, alpha=0.7)))
+            dashed.append(
+                ax.add_patch(
+                    _box(x1, y1, x2, y2, linestyle="--", edgecolor=MATCH_COLORS["ignored"], linewidth=0.7, alpha=0.7)
+                )
+            )
     positives = []
     for i in np.flatnonzero(positive):
-        positives.append(ax.add_patch(_box(*anchors_np[i], edgecolor=gt_color(m[i]), linewidth=0.6, alpha=0.6,
-                                           zorder=3)))
+        positives.append(
+            ax.add_patch(_box(*anchors_np[i], edgecolor=gt_color(m[i]), linewidth=0.6, alpha=0.6, zorder=3))
+        )
     # A dot at each positive's centre (one per location and object), so that the positives of small
     # objects, whose boxes pile up, can still be told apart.
     pos_keys = np.unique(np.column_stack([np.round(centres[positive], 3), m[positive]]), axis=0).reshape(-1, 3)
-    positive_centres = ax.scatter(pos_keys[:, 0], pos_keys[:, 1], s=10, c=[gt_color(int(j)) for j in pos_keys[:, 2]],
-                                  edgecolors="white", linewidths=0.5, zorder=4, label="positive (centres)")
+    positive_centres = ax.scatter(
+        pos_keys[:, 0],
+        pos_keys[:, 1],
+        s=10,
+        c=[gt_color(int(j)) for j in pos_keys[:, 2]],
+        edgecolors="white",
+        linewidths=0.5,
+        zorder=4,
+        label="positive (centres)",
+    )
     gts = []
     for j, (x1, y1, x2, y2) in enumerate(gt_np):
         gts.append(ax.add_patch(_box(x1, y1, x2, y2, edgecolor="white", linewidth=3.4, zorder=5)))
         gts.append(ax.add_patch(_box(x1, y1, x2, y2, edgecolor=gt_color(j), linewidth=2.0, zorder=6)))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
-    return {"gt": gts, "positive": positives, "positive_centres": positive_centres, "ignored": ignored_dots,
-            "ignored_boxes": dashed, "negative": negatives, "counts": match_counts(m)}
+    return {
+        "gt": gts,
+        "positive": positives,
+        "positive_centres": positive_centres,
+        "ignored": ignored_dots,
+        "ignored_boxes": dashed,
+        "negative": negatives,
+        "counts": match_counts(m),
+    }
 
 
 def _matching_legend(ax: Axes, num_boxes: int) -> None:
@@ -125,19 +160,38 @@ def _matching_legend(ax: Axes, num_boxes: int) -> None:
         Line2D([], [], color=MATCH_COLORS["ignored"], marker="x", linestyle="none"),
         Line2D([], [], color="white", marker="o", markersize=3, markeredgecolor="0.4", linestyle="none"),
     ]
-    labels = ["one colour per object: its box (thick), its positive anchors (thin), their centres (dots)",
-              "ignored anchors (centres)", "negative anchors (centres: one dot per location of 9 anchors)"]
-    ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, loc="upper left",
-              bbox_to_anchor=(0.0, -0.01), ncol=1, fontsize=7, frameon=False, handlelength=3.0)
+    labels = [
+        "one colour per object: its box (thick), its positive anchors (thin), their centres (dots)",
+        "ignored anchors (centres)",
+        "negative anchors (centres: one dot per location of 9 anchors)",
+    ]
+    ax.legend(
+        handles,
+        labels,
+        handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+        loc="upper left",
+        bbox_to_anchor=(0.0, -0.01),
+        ncol=1,
+        fontsize=7,
+        frameon=False,
+        handlelength=3.0,
+    )
 
 
-def _draw_iou_histogram(ax: Axes, iou: np.ndarray, m: np.ndarray, fg_iou: float, bg_iou: float,
-                        allow_low_quality: bool) -> None:
+def _draw_iou_histogram(
+    ax: Axes, iou: np.ndarray, m: np.ndarray, fg_iou: float, bg_iou: float, allow_low_quality: bool
+) -> None:
     """Every anchor's best IoU as a histogram (log counts) stacked by label, with the two thresholds."""
     bins = np.linspace(0, 1, 51)
     groups = [(iou[m == BACKGROUND], "negative"), (iou[m == IGNORE], "ignored"), (iou[m >= 0], "positive")]
-    ax.hist([g for g, _ in groups], bins=bins, stacked=True, log=True,
-            color=[MATCH_COLORS[name] for _, name in groups], label=[f"{name} ({len(g)})" for g, name in groups])
+    ax.hist(
+        [g for g, _ in groups],
+        bins=bins,
+        stacked=True,
+        log=True,
+        color=[MATCH_COLORS[name] for _, name in groups],
+        label=[f"{name} ({len(g)})" for g, name in groups],
+    )
     ax.axvline(bg_iou, color="k", linestyle=":", linewidth=1.2, label=f"bg_iou = {bg_iou:.2f}")
     ax.axvline(fg_iou, color="k", linestyle="--", linewidth=1.2, label=f"fg_iou = {fg_iou:.2f}")
     ax.set_xlim(0, 1)
@@ -146,17 +200,35 @@ def _draw_iou_histogram(ax: Axes, iou: np.ndarray, m: np.ndarray, fg_iou: float,
     # scale, so mark them under the bars.
     low_quality = iou[(m >= 0) & (iou < fg_iou)]
     if len(low_quality):
-        ax.scatter(low_quality, np.full(len(low_quality), 0.55), marker="^", s=45, c=MATCH_COLORS["positive"],
-                   edgecolors="black", linewidths=0.6, zorder=5, clip_on=False)
+        ax.scatter(
+            low_quality,
+            np.full(len(low_quality), 0.55),
+            marker="^",
+            s=45,
+            c=MATCH_COLORS["positive"],
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=5,
+            clip_on=False,
+        )
         lo, hi = float(low_quality.min()), float(low_quality.max())
         span = f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}–{hi:.2f}"
         plural = "s" if len(low_quality) != 1 else ""
-        note = (f"▲ {len(low_quality)} low-quality positive{plural} (IoU {span}):\n"
-                f"stacked on the negatives of {'their' if plural else 'its'} bin,\ntoo few to see on a log scale")
-        ax.annotate(note, xy=(float(np.median(low_quality)), 0.55),
-                    xytext=(0.98, 0.97), textcoords="axes fraction", fontsize=7, ha="right", va="top",
-                    arrowprops={"arrowstyle": "->", "color": "0.25", "lw": 0.8, "shrinkB": 5},
-                    bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2})
+        note = (
+            f"▲ {len(low_quality)} low-quality positive{plural} (IoU {span}):\n"
+            f"stacked on the negatives of {'their' if plural else 'its'} bin,\ntoo few to see on a log scale"
+        )
+        ax.annotate(
+            note,
+            xy=(float(np.median(low_quality)), 0.55),
+            xytext=(0.98, 0.97),
+            textcoords="axes fraction",
+            fontsize=7,
+            ha="right",
+            va="top",
+            arrowprops={"arrowstyle": "->", "color": "0.25", "lw": 0.8, "shrinkB": 5},
+            bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2},
+        )
     ax.set_xlabel("best IoU of the anchor with any box")
     ax.set_ylabel("anchors (log scale)")
     low = "with" if allow_low_quality else "without"
@@ -203,11 +275,15 @@ def matching_figure(
     ax_img, ax_hist = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     counts = draw_matching(ax_img, image, anchors, gt_boxes, matches)["counts"]
     ratio = counts["negative"] / max(counts["positive"], 1)
-    ax_img.set_title(f"{counts['positive']} positive · {counts['ignored']} ignored · {counts['negative']} negative\n"
-                     f"(1 positive : {ratio:.0f} negatives)", fontsize=8)
+    ax_img.set_title(
+        f"{counts['positive']} positive · {counts['ignored']} ignored · {counts['negative']} negative\n"
+        f"(1 positive : {ratio:.0f} negatives)",
+        fontsize=8,
+    )
     _matching_legend(ax_img, len(gt_boxes))
-    _draw_iou_histogram(ax_hist, best_iou(anchors, gt_boxes).numpy(), matches.numpy(), fg_iou, bg_iou,
-                        allow_low_quality)
+    _draw_iou_histogram(
+        ax_hist, best_iou(anchors, gt_boxes).numpy(), matches.numpy(), fg_iou, bg_iou, allow_low_quality
+    )
     fig.tight_layout()
     fig.match_counts = counts
     return fig
@@ -216,9 +292,11 @@ def matching_figure(
 def matching_readout(counts: dict[str, int], fg_iou: float, bg_iou: float) -> str:
     """One line: the counts of the three labels at the current thresholds."""
     ratio = counts["negative"] / max(counts["positive"], 1)
-    return (f"IoU ≥ {fg_iou:.2f}: <b>{counts['positive']}</b> positive; {bg_iou:.2f} ≤ IoU < {fg_iou:.2f}: "
-            f"<b>{counts['ignored']}</b> ignored; IoU < {bg_iou:.2f}: <b>{counts['negative']}</b> negative "
-            f"(1 positive : {ratio:.0f} negatives)")
+    return (
+        f"IoU ≥ {fg_iou:.2f}: <b>{counts['positive']}</b> positive; {bg_iou:.2f} ≤ IoU < {fg_iou:.2f}: "
+        f"<b>{counts['ignored']}</b> ignored; IoU < {bg_iou:.2f}: <b>{counts['negative']}</b> negative "
+        f"(1 positive : {ratio:.0f} negatives)"
+    )
 
 
 def matching_explorer(
@@ -266,8 +344,14 @@ def matching_explorer(
                 controls["fg_iou"].value = values["bg_iou"]
 
     def draw(values: dict[str, Any]) -> dict[str, int]:
-        return matching_figure(image, anchors, gt_boxes, values["fg_iou"], values["bg_iou"], values["low_quality"],
-                               fig=figure).match_counts
+        return matching_figure(
+            image, anchors, gt_boxes, values["fg_iou"], values["bg_iou"], values["low_quality"], fig=figure
+        ).match_counts
 
-    return Explorer(controls, draw, figure, adjust=adjust,
-                    readout=lambda counts, values: matching_readout(counts, values["fg_iou"], values["bg_iou"]))
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        adjust=adjust,
+        readout=lambda counts, values: matching_readout(counts, values["fg_iou"], values["bg_iou"]),
+    )

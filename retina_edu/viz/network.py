@@ -91,8 +91,16 @@ def show_feature_maps(
                 continue
             label, panel = panels[i]
             ax.imshow(_normalized(panel), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.text(0.03, 0.03, label, transform=ax.transAxes, fontsize=7.5, color="white", va="bottom",
-                    bbox={"facecolor": "black", "alpha": 0.65, "pad": 1.0, "edgecolor": "none"})
+            ax.text(
+                0.03,
+                0.03,
+                label,
+                transform=ax.transAxes,
+                fontsize=7.5,
+                color="white",
+                va="bottom",
+                bbox={"facecolor": "black", "alpha": 0.65, "pad": 1.0, "edgecolor": "none"},
+            )
             if i == 0:
                 ax.set_title(title, fontsize=8)
     fig.tight_layout(pad=0.3)
@@ -110,8 +118,15 @@ def _draw_anchor_ranges(ax: Axes, anchor_sizes: Sequence[Sequence[float]], color
     """Each level's anchor sizes as a bar under the histogram, in the level's colour."""
     for k, level_sizes in enumerate(anchor_sizes):
         y = -top * (0.04 + 0.025 * k)
-        ax.plot([min(level_sizes), max(level_sizes)], [y, y], color=colors[k], lw=3, solid_capstyle="butt",
-                marker="|", markersize=6)
+        ax.plot(
+            [min(level_sizes), max(level_sizes)],
+            [y, y],
+            color=colors[k],
+            lw=3,
+            solid_capstyle="butt",
+            marker="|",
+            markersize=6,
+        )
     ticks = [t for t in ax.get_yticks() if 0 <= t <= top]
     ax.set_ylim(-top * (0.06 + 0.025 * len(anchor_sizes)), top)
     ax.set_yticks(ticks)
@@ -151,8 +166,10 @@ def plot_level_assignment(
     if len(sizes_np) != len(levels_np):
         raise ValueError(f"plot_level_assignment: {len(sizes_np)} sizes but {len(levels_np)} levels")
     if len(levels_np) and (levels_np.min() < 0 or levels_np.max() >= len(level_names)):
-        raise ValueError(f"plot_level_assignment: levels must be in [0, {len(level_names)}), got "
-                         f"{levels_np.min()}..{levels_np.max()}")
+        raise ValueError(
+            f"plot_level_assignment: levels must be in [0, {len(level_names)}), got "
+            f"{levels_np.min()}..{levels_np.max()}"
+        )
     if np.any(sizes_np <= 0):
         raise ValueError("plot_level_assignment: sizes must be positive (the axis is logarithmic)")
     covered_np = np.ones(len(sizes_np), bool) if covered is None else to_numpy(covered).reshape(-1).astype(bool)
@@ -191,8 +208,12 @@ def plot_level_assignment(
 # ---------------------------------------------------------------------------------------------
 # Which level gets one box (the explorer), and the architecture drawn from measured shapes
 # ---------------------------------------------------------------------------------------------
-def draw_box_levels(result: dict[str, Any], image_size: tuple[int, int] = (512, 512), fig: Figure | None = None,
-                    level_names: Sequence[str] = PYRAMID_LEVEL_NAMES) -> Figure:
+def draw_box_levels(
+    result: dict[str, Any],
+    image_size: tuple[int, int] = (512, 512),
+    fig: Figure | None = None,
+    level_names: Sequence[str] = PYRAMID_LEVEL_NAMES,
+) -> Figure:
     """One box, each level's best anchor on the image, and the best IoU per level as bars.
 
     Args:
@@ -217,11 +238,21 @@ def draw_box_levels(result: dict[str, Any], image_size: tuple[int, int] = (512, 
     for k, anchor in enumerate(to_numpy(result["best_anchor"])):
         x0, y0, x1, y1 = anchor
         chosen = k == result["level"]
-        ax_img.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colors[k],
-                                   lw=2.6 if chosen else 1.0, ls="-" if chosen else "--"))
+        ax_img.add_patch(
+            Rectangle(
+                (x0, y0),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=colors[k],
+                lw=2.6 if chosen else 1.0,
+                ls="-" if chosen else "--",
+            )
+        )
     x0, y0, x1, y1 = to_numpy(result["box"])
-    ax_img.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=(1.0, 0.84, 0.0, 0.35), edgecolor="#b8860b",
-                               lw=1.5))
+    ax_img.add_patch(
+        Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=(1.0, 0.84, 0.0, 0.35), edgecolor="#b8860b", lw=1.5)
+    )
     ax_img.set_xlim(-2, width + 2)
     ax_img.set_ylim(height + 2, -2)
     ax_img.set_aspect("equal")
@@ -231,8 +262,14 @@ def draw_box_levels(result: dict[str, Any], image_size: tuple[int, int] = (512, 
     best = result["best_iou"]
     bars = ax_bar.bar(range(len(best)), best, color=colors[: len(best)], width=0.6)
     for k, (bar, positives) in enumerate(zip(bars, result["positives"])):
-        ax_bar.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.02,
-                    f"{best[k]:.2f}\n{positives} pos.", ha="center", va="bottom", fontsize=7.5)
+        ax_bar.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + 0.02,
+            f"{best[k]:.2f}\n{positives} pos.",
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+        )
     ax_bar.axhline(0.5, color="#2ca02c", lw=1, ls="--")
     ax_bar.axhline(0.4, color="#ff7f0e", lw=1, ls=":")
     ax_bar.text(len(best) - 0.5, 0.51, "positive ≥ 0.5", ha="right", va="bottom", fontsize=7, color="#2ca02c")
@@ -245,22 +282,26 @@ def draw_box_levels(result: dict[str, Any], image_size: tuple[int, int] = (512, 
     return fig
 
 
-def box_level_readout(result: dict[str, Any], size: float, aspect: float,
-                      level_names: Sequence[str] = PYRAMID_LEVEL_NAMES) -> str:
+def box_level_readout(
+    result: dict[str, Any], size: float, aspect: float, level_names: Sequence[str] = PYRAMID_LEVEL_NAMES
+) -> str:
     """One sentence: the box's size, its best IoU per level, where its positive anchors are."""
     level = result["level"]
     per_level = ", ".join(f"{name} {iou:.2f}" for name, iou in zip(level_names, result["best_iou"]))
     with_positives = [f"{name} ({n})" for name, n in zip(level_names, result["positives"]) if n]
-    text = (f"<b>{size:.0f} px</b> object (h/w = {aspect:.2f}): best IoU per level {per_level}. "
-            f"Its best anchor is on <b>{level_names[level]}</b>")
+    text = (
+        f"<b>{size:.0f} px</b> object (h/w = {aspect:.2f}): best IoU per level {per_level}. "
+        f"Its best anchor is on <b>{level_names[level]}</b>"
+    )
     if result["best_iou"][level] < 0.5:
         text += " (below 0.5: a low-quality match, positive only because it is the box's best)"
     text += ". Positive anchors: " + (", ".join(with_positives) if with_positives else "none") + "."
     return f"<div>{text}</div>"
 
 
-def box_level_explorer(size: float = 64.0, aspect: float = 1.0, image_size: tuple[int, int] = (512, 512),
-                       **anchor_kwargs: Any) -> Explorer:
+def box_level_explorer(
+    size: float = 64.0, aspect: float = 1.0, image_size: tuple[int, int] = (512, 512), **anchor_kwargs: Any
+) -> Explorer:
     """Sliders for an object's size and aspect ratio: which pyramid level (and anchors) it is assigned to.
 
     An :class:`~retina_edu.viz._explorer.Explorer` (CSS class ``box-level-explorer``) with controls
@@ -284,11 +325,13 @@ def box_level_explorer(size: float = 64.0, aspect: float = 1.0, image_size: tupl
     from ..analysis import box_level_assignment
     from ._explorer import Explorer
 
-    size_slider = widgets.FloatLogSlider(value=size, base=2, min=3, max=9, step=0.125, description="size",
-                                         continuous_update=False, readout_format=".0f")
+    size_slider = widgets.FloatLogSlider(
+        value=size, base=2, min=3, max=9, step=0.125, description="size", continuous_update=False, readout_format=".0f"
+    )
     size_slider.add_class("box-size")
-    aspect_slider = widgets.FloatLogSlider(value=aspect, base=2, min=-2, max=2, step=0.25, description="h/w",
-                                           continuous_update=False, readout_format=".2f")
+    aspect_slider = widgets.FloatLogSlider(
+        value=aspect, base=2, min=-2, max=2, step=0.25, description="h/w", continuous_update=False, readout_format=".2f"
+    )
     aspect_slider.add_class("box-aspect")
     figure = Figure(figsize=(9, 3.6), dpi=80)
 
@@ -297,9 +340,14 @@ def box_level_explorer(size: float = 64.0, aspect: float = 1.0, image_size: tupl
         draw_box_levels(result, image_size, fig=figure)
         return result
 
-    return Explorer({"size": size_slider, "aspect": aspect_slider}, draw, figure,
-                    readout=lambda result, values: box_level_readout(result, values["size"], values["aspect"]),
-                    css_class="box-level-explorer", readout_class="box-level-readout")
+    return Explorer(
+        {"size": size_slider, "aspect": aspect_slider},
+        draw,
+        figure,
+        readout=lambda result, values: box_level_readout(result, values["size"], values["aspect"]),
+        css_class="box-level-explorer",
+        readout_class="box-level-readout",
+    )
 
 
 def plot_architecture(shapes: dict[str, Any], title: str | None = None, fig: Figure | None = None) -> Figure:
@@ -331,24 +379,32 @@ def plot_architecture(shapes: dict[str, Any], title: str | None = None, fig: Fig
     colors = {"input": "#f0f0f0", "C": "#fdd0a2", "P": "#c6dbef", "class": "#fcbba1", "box": "#c7e9c0"}
 
     def node(x: float, y: float, text: str, color: str, w: float = 1.55, h: float = 0.62) -> tuple[float, float]:
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", facecolor=color,
-                                    edgecolor="0.35", lw=0.8))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", facecolor=color, edgecolor="0.35", lw=0.8
+            )
+        )
         ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
         return x, y
 
     def arrow(a: tuple[float, float], b: tuple[float, float], dx: float = 0.8, **kw: Any) -> None:
-        ax.add_patch(FancyArrowPatch((a[0] + dx, a[1]), (b[0] - dx, b[1]), arrowstyle="-|>", mutation_scale=8,
-                                     color="0.35", lw=0.8, **kw))
+        ax.add_patch(
+            FancyArrowPatch(
+                (a[0] + dx, a[1]), (b[0] - dx, b[1]), arrowstyle="-|>", mutation_scale=8, color="0.35", lw=0.8, **kw
+            )
+        )
 
     levels = len(shapes["P"])
     ys = [1.0 + i * 1.0 for i in range(levels)]  # P3 at the bottom, as in the paper's Figure 3
     inp = node(0.9, 2.0, f"image\n{fmt(shapes['input'])}", colors["input"])
     c_nodes = [node(2.9, ys[i], f"C{i + 3}\n{fmt(s)}", colors["C"]) for i, s in enumerate(shapes["C"])]
     p_nodes = [node(5.0, ys[i], f"P{i + 3}\n{fmt(s)}", colors["P"]) for i, s in enumerate(shapes["P"])]
-    cls_nodes = [node(7.1, ys[i] + 0.19, f"class {fmt(s)}", colors["class"], h=0.34) for i, s in
-                 enumerate(shapes["class_raw"])]
-    box_nodes = [node(7.1, ys[i] - 0.19, f"box {fmt(s)}", colors["box"], h=0.34) for i, s in
-                 enumerate(shapes["box_raw"])]
+    cls_nodes = [
+        node(7.1, ys[i] + 0.19, f"class {fmt(s)}", colors["class"], h=0.34) for i, s in enumerate(shapes["class_raw"])
+    ]
+    box_nodes = [
+        node(7.1, ys[i] - 0.19, f"box {fmt(s)}", colors["box"], h=0.34) for i, s in enumerate(shapes["box_raw"])
+    ]
     for c in c_nodes:
         arrow(inp, c)
     for i, p in enumerate(p_nodes):
@@ -356,26 +412,63 @@ def plot_architecture(shapes: dict[str, Any], title: str | None = None, fig: Fig
         if i < len(c_nodes):
             arrow(source, p)
         elif i == len(c_nodes):  # P6: a stride-2 conv on C5 (the paper; or on P5)
-            ax.add_patch(FancyArrowPatch((source[0] + 0.8, source[1] + 0.1), (p[0] - 0.8, p[1]), arrowstyle="-|>",
-                                         mutation_scale=8, color="0.35", lw=0.8, connectionstyle="arc3,rad=0.2"))
+            ax.add_patch(
+                FancyArrowPatch(
+                    (source[0] + 0.8, source[1] + 0.1),
+                    (p[0] - 0.8, p[1]),
+                    arrowstyle="-|>",
+                    mutation_scale=8,
+                    color="0.35",
+                    lw=0.8,
+                    connectionstyle="arc3,rad=0.2",
+                )
+            )
         else:  # P7: a stride-2 conv on ReLU(P6)
-            ax.add_patch(FancyArrowPatch((source[0], source[1] + 0.31), (p[0], p[1] - 0.31), arrowstyle="-|>",
-                                         mutation_scale=8, color="0.35", lw=0.8))
+            ax.add_patch(
+                FancyArrowPatch(
+                    (source[0], source[1] + 0.31),
+                    (p[0], p[1] - 0.31),
+                    arrowstyle="-|>",
+                    mutation_scale=8,
+                    color="0.35",
+                    lw=0.8,
+                )
+            )
         arrow(p, cls_nodes[i], dx=0.78)
         arrow(p, box_nodes[i], dx=0.78)
     for i in range(len(c_nodes) - 1):  # the top-down path: upsample 2x and add to the lateral of the level below
         upper, lower = p_nodes[i + 1], p_nodes[i]
-        ax.add_patch(FancyArrowPatch((upper[0] - 0.4, upper[1] - 0.31), (lower[0] - 0.4, lower[1] + 0.31),
-                                     arrowstyle="-|>", mutation_scale=8, color="#3182bd", lw=1.0))
-    ax.text(p_nodes[0][0] - 0.45, (ys[0] + ys[1]) / 2, "top-down\n2× up", ha="right", va="center", fontsize=6.5,
-            color="#3182bd")
+        ax.add_patch(
+            FancyArrowPatch(
+                (upper[0] - 0.4, upper[1] - 0.31),
+                (lower[0] - 0.4, lower[1] + 0.31),
+                arrowstyle="-|>",
+                mutation_scale=8,
+                color="#3182bd",
+                lw=1.0,
+            )
+        )
+    ax.text(
+        p_nodes[0][0] - 0.45,
+        (ys[0] + ys[1]) / 2,
+        "top-down\n2× up",
+        ha="right",
+        va="center",
+        fontsize=6.5,
+        color="#3182bd",
+    )
     out_cls = node(9.7, 3.7, f"class logits\n{fmt(shapes['class'])}", colors["class"], w=1.8)
     out_box = node(9.7, 2.3, f"box deltas\n{fmt(shapes['box'])}", colors["box"], w=1.8)
     for i in range(levels):
         arrow(cls_nodes[i], out_cls, dx=0.8)
         arrow(box_nodes[i], out_box, dx=0.8)
-    for x, text in ((0.9, "input"), (2.9, "backbone\n(ResNet)"), (5.0, "FPN"), (7.1, "subnets, per level\n(shared)"),
-                    (9.7, "all levels\nconcatenated")):
+    for x, text in (
+        (0.9, "input"),
+        (2.9, "backbone\n(ResNet)"),
+        (5.0, "FPN"),
+        (7.1, "subnets, per level\n(shared)"),
+        (9.7, "all levels\nconcatenated"),
+    ):
         ax.text(x, 5.75, text, ha="center", va="top", fontsize=8.5, weight="bold")
     if title:
         fig.suptitle(title, fontsize=9)

@@ -76,8 +76,7 @@ def draw_size_histogram(
         color = PALETTE[k % len(PALETTE)]
         y = top * (1.04 + 0.07 * k)
         for level, (start, end) in enumerate(_anchor_span(bases, scales)):
-            ax.plot([start, end], [y, y], color=color, lw=4, solid_capstyle="butt",
-                    label=name if level == 0 else None)
+            ax.plot([start, end], [y, y], color=color, lw=4, solid_capstyle="butt", label=name if level == 0 else None)
     ax.set_xscale("log")
     ax.set_xlim(low, high)
     ax.set_ylim(0, top * (1.12 + 0.07 * len(anchor_sets)))
@@ -100,8 +99,15 @@ def draw_best_iou(
         raise ValueError("draw_best_iou: no coverages to draw")
     threshold = next(iter(coverages.values())).threshold
     for k, (name, cov) in enumerate(coverages.items()):
-        ax.scatter(to_numpy(cov.box_sizes), to_numpy(cov.best_iou), s=5, alpha=0.5, color=PALETTE[k % len(PALETTE)],
-                   label=f"{name}: {cov.num_unmatched} of {cov.num_objects} unmatched", linewidths=0)
+        ax.scatter(
+            to_numpy(cov.box_sizes),
+            to_numpy(cov.best_iou),
+            s=5,
+            alpha=0.5,
+            color=PALETTE[k % len(PALETTE)],
+            label=f"{name}: {cov.num_unmatched} of {cov.num_objects} unmatched",
+            linewidths=0,
+        )
     ax.axhline(threshold, color="black", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
@@ -129,8 +135,13 @@ def anchor_fit_figure(
     fig.clear()
     left, right = fig.subplots(1, 2)
     first = next(iter(coverages.values()))
-    draw_size_histogram(left, first.box_sizes, {name: cov.sizes for name, cov in coverages.items()}, scales,
-                        title="object sizes and anchor sizes per level")
+    draw_size_histogram(
+        left,
+        first.box_sizes,
+        {name: cov.sizes for name, cov in coverages.items()},
+        scales,
+        title="object sizes and anchor sizes per level",
+    )
     draw_best_iou(right, coverages, title="the best anchor of each object")
     fig.tight_layout()
     return fig
@@ -139,9 +150,11 @@ def anchor_fit_figure(
 def anchor_fit_readout(coverage: AnchorCoverage, reference: AnchorCoverage) -> str:
     """One line: the chosen anchors' coverage and unmatched count, next to the reference's."""
     sizes = ", ".join(f"{s:g}" for s in coverage.sizes)
-    return (f"anchors <b>({sizes})</b>: <b>{coverage.coverage:.1%}</b> of {coverage.num_objects} objects have an "
-            f"anchor at IoU ≥ {coverage.threshold:g}, <b style='color:{UNMATCHED_COLOR}'>{coverage.num_unmatched}"
-            f"</b> have none (the reference: {reference.coverage:.1%}, {reference.num_unmatched} unmatched)")
+    return (
+        f"anchors <b>({sizes})</b>: <b>{coverage.coverage:.1%}</b> of {coverage.num_objects} objects have an "
+        f"anchor at IoU ≥ {coverage.threshold:g}, <b style='color:{UNMATCHED_COLOR}'>{coverage.num_unmatched}"
+        f"</b> have none (the reference: {reference.coverage:.1%}, {reference.num_unmatched} unmatched)"
+    )
 
 
 def anchor_fit_explorer(
@@ -174,9 +187,15 @@ def anchor_fit_explorer(
     value = options[0] if value is None else value
     if value not in coverages:
         raise ValueError(f"anchor_fit_explorer: value {value!r} is not one of the sizes {options}")
-    controls = {"base": widgets.SelectionSlider(options=[(f"{b:g}", b) for b in options], value=value,
-                                                description="P3 anchor", continuous_update=False,
-                                                style={"description_width": "70px"})}
+    controls = {
+        "base": widgets.SelectionSlider(
+            options=[(f"{b:g}", b) for b in options],
+            value=value,
+            description="P3 anchor",
+            continuous_update=False,
+            style={"description_width": "70px"},
+        )
+    }
     figure = Figure(figsize=figsize)
 
     def draw(values: dict[str, Any]) -> AnchorCoverage:
@@ -184,8 +203,13 @@ def anchor_fit_explorer(
         anchor_fit_figure({"reference": reference, "chosen": chosen}, fig=figure)
         return chosen
 
-    return Explorer(controls, draw, figure, readout=lambda chosen, values: anchor_fit_readout(chosen, reference),
-                    css_class="anchor-fit-explorer")
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        readout=lambda chosen, values: anchor_fit_readout(chosen, reference),
+        css_class="anchor-fit-explorer",
+    )
 
 
 def draw_unmatched(
@@ -216,8 +240,16 @@ def draw_unmatched(
     show_image(ax, image)
     matched = iou >= threshold
     for (x1, y1, x2, y2), ok in zip(xyxy, matched):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
-                               edgecolor=MATCHED_COLOR if ok else UNMATCHED_COLOR, linewidth=0.9 if ok else 1.8))
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor=MATCHED_COLOR if ok else UNMATCHED_COLOR,
+                linewidth=0.9 if ok else 1.8,
+            )
+        )
     counts = {"matched": int(matched.sum()), "unmatched": int((~matched).sum())}
     text = f"{counts['unmatched']} of {len(iou)} with no anchor at IoU ≥ {threshold:g} (red)"
     finish_axes(ax, f"{title}\n{text}" if title else text)
@@ -248,6 +280,14 @@ def draw_tiles(
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=0.5))
     for k, (x1, y1, x2, y2) in enumerate(windows):
         inset = 2 + 3 * (k % 3)
-        ax.add_patch(Rectangle((x1 + inset, y1 + inset), x2 - x1 - 2 * inset, y2 - y1 - 2 * inset, fill=False,
-                               edgecolor=PALETTE[k % len(PALETTE)], linewidth=1.4))
+        ax.add_patch(
+            Rectangle(
+                (x1 + inset, y1 + inset),
+                x2 - x1 - 2 * inset,
+                y2 - y1 - 2 * inset,
+                fill=False,
+                edgecolor=PALETTE[k % len(PALETTE)],
+                linewidth=1.4,
+            )
+        )
     return finish_axes(ax, title)

@@ -95,12 +95,25 @@ def plot_prior_first_steps(
     runs = {}
     for name, loss in PRIOR_LOSSES.items():
         runs[name] = prior_first_steps(pi, num_positive, num_negative, num_classes, steps=steps, lr=lr, **loss)
-        ax.plot(range(steps + 1), runs[name]["loss"], "o-", color=_LOSS_COLORS[name], lw=1.8, ms=3,
-                label=f"{name}, π = {pi:.3g}")
+        ax.plot(
+            range(steps + 1),
+            runs[name]["loss"],
+            "o-",
+            color=_LOSS_COLORS[name],
+            lw=1.8,
+            ms=3,
+            label=f"{name}, π = {pi:.3g}",
+        )
         if reference is not None and not math.isclose(reference, pi, rel_tol=1e-3):
             ref = prior_first_steps(reference, num_positive, num_negative, num_classes, steps=steps, lr=lr, **loss)
-            ax.plot(range(steps + 1), ref["loss"], color=_LOSS_COLORS[name], lw=1, ls="--",
-                    label=f"{name}, π = {reference:g}")
+            ax.plot(
+                range(steps + 1),
+                ref["loss"],
+                color=_LOSS_COLORS[name],
+                lw=1,
+                ls="--",
+                label=f"{name}, π = {reference:g}",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("SGD step (the bias alone, lr 0.01)")
     ax.set_ylabel("classification loss")
@@ -109,8 +122,9 @@ def plot_prior_first_steps(
     return runs
 
 
-def prior_readout(pi: float, num_positive: int, num_negative: int, num_classes: int,
-                  runs: dict[str, dict[str, list[float]]]) -> str:
+def prior_readout(
+    pi: float, num_positive: int, num_negative: int, num_classes: int, runs: dict[str, dict[str, list[float]]]
+) -> str:
     """The first loss of CE and FL at π, split into background and objects, and what the first steps do."""
     bias = math.log(pi / (1 - pi))
     parts = []
@@ -122,12 +136,15 @@ def prior_readout(pi: float, num_positive: int, num_negative: int, num_classes: 
             f"objects {init['objects']:.3g}); the first step moves b by {run['bias'][1] - run['bias'][0]:+.2f}, "
             f"after {len(run['loss']) - 1} steps the loss is {run['loss'][-1]:.3g}"
         )
-    return (f"<div><b>π = {pi:.2g}</b>, class bias b = −log((1 − π)/π) = {bias:.2f}.<br>"
-            + "<br>".join(parts) + "</div>")
+    return f"<div><b>π = {pi:.2g}</b>, class bias b = −log((1 − π)/π) = {bias:.2f}.<br>" + "<br>".join(parts) + "</div>"
 
 
 def prior_explorer(
-    num_positive: int, num_negative: int, num_classes: int, pi: float = PRIOR_PROBABILITY, steps: int = 10,
+    num_positive: int,
+    num_negative: int,
+    num_classes: int,
+    pi: float = PRIOR_PROBABILITY,
+    steps: int = 10,
     lr: float = 0.01,
 ) -> Explorer:
     """A π slider over two panels: the first loss of all anchors against π, and the first SGD steps.
@@ -150,8 +167,16 @@ def prior_explorer(
 
     from ._explorer import Explorer
 
-    slider = widgets.FloatLogSlider(value=pi, base=10, min=math.log10(PI_RANGE[0]), max=math.log10(PI_RANGE[1]),
-                                    step=0.05, description="π", continuous_update=False, readout_format=".2g")
+    slider = widgets.FloatLogSlider(
+        value=pi,
+        base=10,
+        min=math.log10(PI_RANGE[0]),
+        max=math.log10(PI_RANGE[1]),
+        step=0.05,
+        description="π",
+        continuous_update=False,
+        readout_format=".2g",
+    )
     slider.add_class("prior-pi")
     figure = Figure(figsize=(10, 3.4), dpi=80)
     ax_init, ax_steps = figure.subplots(1, 2)
@@ -166,13 +191,23 @@ def prior_explorer(
         figure.tight_layout()
         return runs
 
-    return Explorer({"pi": slider}, draw, figure,
-                    readout=lambda runs, values: prior_readout(float(values["pi"]), *counts, runs),
-                    css_class="prior-explorer", readout_class="prior-readout")
+    return Explorer(
+        {"pi": slider},
+        draw,
+        figure,
+        readout=lambda runs, values: prior_readout(float(values["pi"]), *counts, runs),
+        css_class="prior-explorer",
+        readout_class="prior-readout",
+    )
 
 
-def plot_prior_panels(num_positive: int, num_negative: int, num_classes: int,
-                      pis: Sequence[float] = (PRIOR_PROBABILITY, 0.5), steps: int = 10) -> Figure:
+def plot_prior_panels(
+    num_positive: int,
+    num_negative: int,
+    num_classes: int,
+    pis: Sequence[float] = (PRIOR_PROBABILITY, 0.5),
+    steps: int = 10,
+) -> Figure:
     """The static twin of :func:`prior_explorer`: the first-loss curves, and the first steps at each of ``pis``."""
     import matplotlib.pyplot as plt
 

@@ -68,7 +68,7 @@ class LiveLossPlot:
                 y = np.array([r[key] for r in steps])
                 ax.plot(x, y, color=color, alpha=0.2, lw=0.8)
                 k = max(1, min(self.smooth, len(y)))
-                ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color=color, label=key)
+                ax.plot(x[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), color=color, label=key)
             ax.set_yscale("log")
             ax.legend(fontsize=7)
         ax.set_xlabel("step")

@@ -24,9 +24,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -73,12 +74,16 @@ def chromium_path() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as error:
-        pytest.skip(f"browser tests: the playwright package cannot be imported ({error}); "
-                    "install the test extras: pip install -e '.[test]'")
+        pytest.skip(
+            f"browser tests: the playwright package cannot be imported ({error}); "
+            "install the test extras: pip install -e '.[test]'"
+        )
     path = find_chromium()
     if path is None:
-        pytest.skip("browser tests: Chromium not found (/usr/bin/chromium or `chromium` on PATH); "
-                    "run `make browser-deps` as root (Debian: apt-get install chromium)")
+        pytest.skip(
+            "browser tests: Chromium not found (/usr/bin/chromium or `chromium` on PATH); "
+            "run `make browser-deps` as root (Debian: apt-get install chromium)"
+        )
     return path
 
 
@@ -102,8 +107,9 @@ class JupyterLab:
         return f"{self.base_url}{path}{sep}token={self.token}"
 
     def api(self, path: str, method: str = "GET", timeout: float = 10) -> Any:
-        request = urllib.request.Request(self.base_url + path, method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            self.base_url + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -169,11 +175,15 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def jupyter_lab(chromium_path: str, shapes_data: Path, artifacts_dir: Path,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+def jupyter_lab(
+    chromium_path: str, shapes_data: Path, artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterLab]:
     """A JupyterLab server for this test session, serving ``notebooks/``; always stopped at the end."""
     base = tmp_path_factory.mktemp("jupyterlab")
-    dirs = {name: base / name for name in ("home", "config", "data", "runtime", "ipython", "settings", "workspaces", "checkpoints")}
+    dirs = {
+        name: base / name
+        for name in ("home", "config", "data", "runtime", "ipython", "settings", "workspaces", "checkpoints")
+    }
     for folder in dirs.values():
         folder.mkdir()
     _write_user_settings(dirs["settings"])
@@ -193,7 +203,10 @@ def jupyter_lab(chromium_path: str, shapes_data: Path, artifacts_dir: Path,
     env.setdefault("MPLCONFIGDIR", str(base / "mplconfig"))  # keep make's font cache when it gives one
     env.pop("MPLBACKEND", None)  # a learner's kernel has none; the notebooks say %matplotlib inline
     command = [
-        sys.executable, "-m", "jupyter", "lab",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
         "--no-browser",
         "--ip=127.0.0.1",
         f"--port={port}",
@@ -214,8 +227,15 @@ def jupyter_lab(chromium_path: str, shapes_data: Path, artifacts_dir: Path,
 
     log_path = artifacts_dir / "jupyterlab.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=NOTEBOOKS, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=NOTEBOOKS,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     lab = JupyterLab(base_url=f"http://127.0.0.1:{port}", token=token, pid=process.pid, log_path=log_path)
     try:
         started = time.perf_counter()
@@ -228,14 +248,16 @@ def jupyter_lab(chromium_path: str, shapes_data: Path, artifacts_dir: Path,
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.perf_counter() > deadline:
-                    pytest.fail(f"jupyter lab did not answer /api/status within {SERVER_START_TIMEOUT_S} s:\n"
-                                f"{lab.log_tail()}")
+                    pytest.fail(
+                        f"jupyter lab did not answer /api/status within {SERVER_START_TIMEOUT_S} s:\n{lab.log_tail()}"
+                    )
                 time.sleep(0.25)
         print(f"\njupyter lab (pid {process.pid}) up in {time.perf_counter() - started:.1f} s at {lab.base_url}")
         specs = lab.api("/api/kernelspecs")["kernelspecs"]
         if KERNEL_NAME not in specs:
-            pytest.fail(f"the notebooks' kernel {KERNEL_NAME!r} is not registered (found {sorted(specs)}): "
-                        "run `make kernel`")
+            pytest.fail(
+                f"the notebooks' kernel {KERNEL_NAME!r} is not registered (found {sorted(specs)}): run `make kernel`"
+            )
         yield lab
     finally:
         _stop(process)
@@ -250,8 +272,7 @@ def browser(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     from playwright.sync_api import sync_playwright
 
     home = tmp_path_factory.mktemp("chromium-home")
-    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_CACHE_HOME=str(home / ".cache"))
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"))
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, env=env)
         try:
@@ -267,8 +288,9 @@ def page(browser: Any, jupyter_lab: JupyterLab, request: pytest.FixtureRequest, 
     context.set_default_timeout(30_000)
     tab = context.new_page()
     messages: list[str] = []
-    tab.on("console", lambda m: messages.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning")
-           else None)
+    tab.on(
+        "console", lambda m: messages.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None
+    )
     tab.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
     try:
         yield tab

@@ -26,8 +26,10 @@ def test_evaluation_notebook_loss_maps_follow_gamma(page: Any, jupyter_lab: Any)
     """09: the loss-map explorer redraws when γ moves, and its readout names the new γ;
     the threshold/NMS explorer redraws when the score threshold moves."""
     if not TRAINED_RUN.is_file():
-        pytest.skip(f"{NAME} evaluates the detector notebook 08 trains, and {TRAINED_RUN} does not exist: "
-                    "run notebook 08 (or its nbval test) first")
+        pytest.skip(
+            f"{NAME} evaluates the detector notebook 08 trains, and {TRAINED_RUN} does not exist: "
+            "run notebook 08 (or its nbval test) first"
+        )
     with notebook_in_lab(page, jupyter_lab, NAME, run_all_timeout_ms=RUN_ALL_TIMEOUT_MS) as run:
         check_ran_without_errors(run)
         # the saved run shows two progress bars that a finished run does not draw: count the explorers

@@ -176,12 +176,16 @@ def notebook_in_lab(
         run.times["kernel ready"] = time.perf_counter() - start
         sessions = lab.sessions_for(name)
         assert [s["kernel"]["name"] for s in sessions] == [lab.kernel_name], (
-            f"{name} should run on one {lab.kernel_name!r} kernel; sessions: {sessions}")
+            f"{name} should run on one {lab.kernel_name!r} kernel; sessions: {sessions}"
+        )
 
         # Nothing stale: the saved outputs go, so whatever is seen below comes from this run.
         click_menu(page, "Edit", "editmenu:clear-all")
-        page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 0",
-                               arg=".jp-Notebook .jp-OutputArea-output", timeout=10_000)
+        page.wait_for_function(
+            "(sel) => document.querySelectorAll(sel).length === 0",
+            arg=".jp-Notebook .jp-OutputArea-output",
+            timeout=10_000,
+        )
 
         click_menu(page, "Run", "runmenu:run-all")
         run_start = time.perf_counter()
@@ -199,9 +203,11 @@ def notebook_in_lab(
             )
         except Exception as error:  # playwright's TimeoutError
             running = [c for c in notebook_report(page, name)["cells"] if c["count"] is None]
-            pytest.fail(f"{name}: Run All did not finish within {run_all_timeout_ms / 1000:.0f} s "
-                        f"({len(running)} code cells without a result, first: "
-                        f"{describe(running[0]) if running else '-'}): {error}")
+            pytest.fail(
+                f"{name}: Run All did not finish within {run_all_timeout_ms / 1000:.0f} s "
+                f"({len(running)} code cells without a result, first: "
+                f"{describe(running[0]) if running else '-'}): {error}"
+            )
         run.times["run all"] = time.perf_counter() - run_start
         yield run
     except BaseException:
@@ -243,12 +249,15 @@ def check_ran_without_errors(run: NotebookRun) -> None:
             .map(e => e.textContent).filter(t => t.includes('Traceback (most recent call last)'))
             .map(t => t.trim().split('\\n').slice(-3).join(' | '))"""
     )
-    assert not errors and not tracebacks, (
-        f"{run.name}: error outputs in JupyterLab:\n  " + "\n  ".join(errors + [f"on the page: {t}" for t in tracebacks]))
+    assert not errors and not tracebacks, f"{run.name}: error outputs in JupyterLab:\n  " + "\n  ".join(
+        errors + [f"on the page: {t}" for t in tracebacks]
+    )
     not_run = [describe(c) for c in report["cells"] if c["count"] is None]
     assert not not_run, f"{run.name}: code cells that did not run: {not_run}"
     expected = stored_outputs(run.path)["code_cells"]
-    assert len(report["cells"]) == expected, f"{run.name}: {len(report['cells'])} code cells in the page, {expected} in the file"
+    assert len(report["cells"]) == expected, (
+        f"{run.name}: {len(report['cells'])} code cells in the page, {expected} in the file"
+    )
 
 
 def check_figures_and_widgets(run: NotebookRun, min_widgets: int | None = None) -> dict[str, int]:
@@ -281,9 +290,13 @@ def check_figures_and_widgets(run: NotebookRun, min_widgets: int | None = None) 
     small = [i for i in images if i["width"] <= 100 or i["height"] <= 50]
     assert not small, f"{run.name}: images that did not render at a real size: {small}"
     assert len(figures) >= max(stored["figures"], 1), (
-        f"{run.name}: {len(figures)} figures rendered, the saved notebook has {stored['figures']}")
-    failed_widgets = page.locator(".jp-Notebook .jp-OutputArea-output").filter(
-        has_text=re.compile("Error displaying widget|Loading widget")).count()
+        f"{run.name}: {len(figures)} figures rendered, the saved notebook has {stored['figures']}"
+    )
+    failed_widgets = (
+        page.locator(".jp-Notebook .jp-OutputArea-output")
+        .filter(has_text=re.compile("Error displaying widget|Loading widget"))
+        .count()
+    )
     assert failed_widgets == 0, f"{run.name}: {failed_widgets} widget(s) failed to display"
     return {"figures": len(figures), "images": len(images), "widgets": stored["widgets"]}
 
@@ -319,7 +332,8 @@ def move_slider_and_check(
     page = run.page
     scope = page.locator(within) if within else page.locator(".jp-Notebook")
     sliders = scope.locator(".widget-slider").filter(
-        has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+        has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    )
     assert sliders.count() == 1, f"{run.name}: expected one slider labelled {label!r}, found {sliders.count()}"
     slider = sliders.first
     explorer = slider.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' widget-vbox ')][1]")
@@ -329,8 +343,9 @@ def move_slider_and_check(
     explorer.scroll_into_view_if_needed()
     assert slider.is_visible() and readout.is_visible(), f"{run.name}: the {label!r} slider or its readout is hidden"
     image.wait_for(timeout=WIDGET_TIMEOUT_MS)
-    page.wait_for_function("(img) => img.complete && img.naturalWidth > 100", arg=image.element_handle(),
-                           timeout=WIDGET_TIMEOUT_MS)
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 100", arg=image.element_handle(), timeout=WIDGET_TIMEOUT_MS
+    )
     value_before, text_before = value.text_content().strip(), readout.text_content()
     src_before = image.get_attribute("src")
     if screenshot:
@@ -347,8 +362,9 @@ def move_slider_and_check(
     value_after = value.text_content().strip()
     assert value_after != value_before, f"{run.name}: the {label!r} slider did not move ({value_before})"
     # Wait for the explorer to follow (a new picture and a new readout), then for the last redraw.
-    while time.perf_counter() < deadline and (image.get_attribute("src") == src_before
-                                              or readout.text_content() == text_before):
+    while time.perf_counter() < deadline and (
+        image.get_attribute("src") == src_before or readout.text_content() == text_before
+    ):
         page.wait_for_timeout(250)
     # One redraw per key press, each a second or more on a busy machine: wait until neither the
     # picture nor the readout has changed for two seconds.
@@ -358,14 +374,16 @@ def move_slider_and_check(
         state, previous = (image.get_attribute("src"), readout.text_content()), state
         if state == previous:
             break
-    page.wait_for_function("(img) => img.complete && img.naturalWidth > 100", arg=image.element_handle(),
-                           timeout=WIDGET_TIMEOUT_MS)
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 100", arg=image.element_handle(), timeout=WIDGET_TIMEOUT_MS
+    )
     text_after = readout.text_content()
     if screenshot:
         explorer.screenshot(path=run.artifact(f"-{screenshot}-moved.png"))
     pixels_after = image.screenshot()
     assert text_after != text_before, (
-        f"{run.name}: moving {label!r} {value_before} -> {value_after} left the readout as is: {text_after!r}")
+        f"{run.name}: moving {label!r} {value_before} -> {value_after} left the readout as is: {text_after!r}"
+    )
     assert images_differ(pixels_before, pixels_after), f"{run.name}: the picture looks the same after moving {label!r}"
     print(f"{run.name}: {label} {value_before} -> {value_after}: readout {text_before[:60]!r} -> {text_after[:60]!r}")
     return SliderMove(value_before, value_after, text_before, text_after, pixels_before, pixels_after)
@@ -377,13 +395,15 @@ def check_gamma_slider(run: NotebookRun) -> None:
     assert explorer.count() == 1, f"expected one focal loss explorer, found {explorer.count()}"
     move = move_slider_and_check(run, "γ", within=".focal-loss-explorer", screenshot="widget")
     assert f"γ = {move.value_after}" in move.text_after, (
-        f"readout {move.text_after!r} does not name γ = {move.value_after}")
+        f"readout {move.text_after!r} does not name γ = {move.value_after}"
+    )
 
 
 def check_alpha_slider(run: NotebookRun) -> None:
     """Notebook 03's focal loss explorer: α moves the negatives' weight 1 − α, in the readout and the plot."""
-    move = move_slider_and_check(run, "α", within=".focal-loss-explorer", keys=("ArrowLeft", "ArrowLeft"),
-                                 screenshot="widget-alpha")
+    move = move_slider_and_check(
+        run, "α", within=".focal-loss-explorer", keys=("ArrowLeft", "ArrowLeft"), screenshot="widget-alpha"
+    )
     alpha = float(move.value_after)
     assert f"α = {alpha:.2f}" in move.text_after, f"readout {move.text_after!r} does not name α = {alpha:.2f}"
     # the negatives' weight is what the learner must see change (the dashed curve)

@@ -24,6 +24,7 @@ def test_trees_notebook_anchor_size_slider_redraws_the_coverage(page: Any, jupyt
         check_ran_without_errors(run)
         seen = check_figures_and_widgets(run)
         print(f"{NAME}: {seen}")
-        move = move_slider_and_check(run, "P3 anchor", within=".anchor-fit-explorer", keys=("ArrowRight",),
-                                     screenshot="anchor-fit")
+        move = move_slider_and_check(
+            run, "P3 anchor", within=".anchor-fit-explorer", keys=("ArrowRight",), screenshot="anchor-fit"
+        )
         assert f"({move.value_after}, " in move.text_after, move.text_after

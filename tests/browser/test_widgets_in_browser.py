@@ -40,6 +40,7 @@ def test_subnets_notebook_and_prior_slider(page: Any, jupyter_lab: Any) -> None:
     with notebook_in_lab(page, jupyter_lab, name, run_all_timeout_ms=TRAINING_NOTEBOOK_TIMEOUT_MS) as run:
         check_ran_without_errors(run)
         print(f"{name}: {check_figures_and_widgets(run)}")
-        move = move_slider_and_check(run, "π", within=".prior-explorer", keys=("ArrowRight", "ArrowRight"),
-                                     screenshot="widget-pi")
+        move = move_slider_and_check(
+            run, "π", within=".prior-explorer", keys=("ArrowRight", "ArrowRight"), screenshot="widget-pi"
+        )
         assert f"π = {float(move.value_after):.2g}" in move.text_after, move.text_after
