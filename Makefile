@@ -75,9 +75,10 @@ browser-deps:
 		fi; \
 	fi
 
+# The notebooks run first: the browser checks then reuse the detectors notebooks 08 and 11 trained.
 test: install kernel browser-deps
 	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
-	env $(TEST_ENV) $(PY) -m pytest $(NBVAL) --junitxml=$(BUILD)/test-results.xml tests notebooks $(PYTEST_ARGS)
+	env $(TEST_ENV) $(PY) -m pytest $(NBVAL) --junitxml=$(BUILD)/test-results.xml notebooks tests $(PYTEST_ARGS)
 
 # Unit tests only (no notebooks, no browser, nothing marked slow): the quick loop while you work.
 test-fast: install

@@ -96,56 +96,40 @@ def run_shapes(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def _number(text: str, kind: type, ok: Callable[[float], bool], allowed: str) -> int | float:
+    """``text`` read as ``kind`` (int or float) that passes ``ok``; else one line saying what is allowed."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = math.nan
+    if not (isinstance(value, int) or math.isfinite(value)) or not ok(value):  # refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A whole number >= 1 (epochs, batch size, steps)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a whole number >= 1")
 
 
 def non_negative_int(text: str) -> int:
     """A whole number >= 0 (workers)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v >= 0, "a whole number >= 0")
 
 
 def seed_int(text: str) -> int:
     """A seed numpy accepts: a whole number in [0, 2**32 - 1]."""
-    value = non_negative_int(text)
-    if value >= 2**32:
-        raise argparse.ArgumentTypeError(f"must be a whole number in [0, {2**32 - 1}], got {text!r}")
-    return value
+    return _number(text, int, lambda v: 0 <= v < 2**32, f"a whole number in [0, {2**32 - 1}]")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+    return _number(text, float, lambda v: v > 0, "a number > 0")
 
 
 def score_threshold(text: str) -> float:
     """A detection score in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a score in [0, 1], got {text!r}")
-    return value
+    return _number(text, float, lambda v: 0.0 <= v <= 1.0, "a score in [0, 1]")
 
 
 def device_name(text: str) -> str:
