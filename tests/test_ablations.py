@@ -160,6 +160,7 @@ def test_evaluation_pass_gives_coco_map_and_the_matched_logits(tiny):
     torch.testing.assert_close(sampled["positive"], logits["positive"])
 
 
+@pytest.mark.slow
 def test_second_run_with_the_same_config_trains_nothing(tiny, tmp_path, monkeypatch):
     calls = []
     real_train = retina_edu.train.train

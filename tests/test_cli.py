@@ -177,6 +177,7 @@ def test_a_checkpoint_holding_code_is_refused_and_nothing_runs(command, tiny_sha
     assert not (tmp_path / "det").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_final_validation_keeps_the_checkpoint_and_history(tiny_shapes, tmp_path, monkeypatch, capsys):
     import retina_edu.evaluate
 
@@ -251,6 +252,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tiny_shapes, tmp_path, monkeypa
     assert str(run / "last.pt") in err and "No space left on device" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tiny_shapes, tmp_path, monkeypatch, capsys):
     import retina_edu.train.checkpoints
     import retina_edu.train.loop

@@ -44,6 +44,7 @@ def tiny(tiny_shapes):
     return CocoDetection.from_folder(tiny_shapes)
 
 
+@pytest.mark.slow
 def test_a_short_run_lowers_the_loss_and_finds_objects(tiny):
     torch.set_num_threads(2)
     preset = tiny_preset(epochs=30, batch_size=8, base_lr=4e-3, warmup_steps=5)
@@ -54,6 +55,7 @@ def test_a_short_run_lowers_the_loss_and_finds_objects(tiny):
     assert metrics.AP50 > 0.1, metrics
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_losses_and_weights_as_an_uninterrupted_run(tiny, tmp_path):
     preset = tiny_preset(epochs=2)
     straight = train(preset, tiny, out_dir=tmp_path / "a", progress=False)
