@@ -4,6 +4,8 @@
 #   make test-fast  unit tests only, without the slow ones (a few minutes)
 #   make lint       ruff: lint and format check (make format rewrites)
 #   make bench      side-by-side benchmarks against torchvision's RetinaNet
+#   make student    the student edition (solutions replaced by stubs, with nbgrader) in build/student/
+#   make test-student  nbgrader autogrades both editions: instructor full marks, student zero
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -25,7 +27,8 @@ TEST_ENV := HOME=$(BUILD)/home \
 	PYDEVD_DISABLE_FILE_VALIDATION=1 \
 	MPLBACKEND=agg
 
-.PHONY: lab test test-fast test-notebooks lint format install kernel data bench browser-deps notebooks clean
+.PHONY: lab test test-fast test-notebooks lint format install kernel data bench browser-deps notebooks clean \
+	instructor student test-student
 
 # nbval: compare only cells marked NBVAL_CHECK_OUTPUT; run in this environment; long training cells.
 NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
@@ -42,6 +45,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 kernel: $(KERNEL)
+
+# nbgrader and its database tools: only for the editions, not in the learner's install.
+INSTRUCTOR_STAMP := $(VENV)/.instructor-stamp
+instructor: $(INSTRUCTOR_STAMP)
+
+$(INSTRUCTOR_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[instructor]'
+	@touch $(INSTRUCTOR_STAMP)
 
 $(KERNEL): $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name retina-edu --display-name "Python (retina-edu)"
@@ -101,6 +112,15 @@ format: install
 # Re-execute every notebook in place (keeps outputs for readers on GitHub).
 notebooks: install kernel data
 	env $(TEST_ENV) $(PY) tools/execute_notebooks.py $(or $(NB),notebooks/*.ipynb)
+
+# The student edition, written by nbgrader from the notebooks (the instructor edition).
+student: instructor kernel
+	env $(TEST_ENV) $(PY) tools/editions.py student
+
+# nbgrader autogrades both editions; run after `make test`, whose runs notebooks 08 and 09 reuse.
+test-student: instructor kernel data
+	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
+	env $(TEST_ENV) $(PY) tools/editions.py grade
 
 bench: install
 	env $(TEST_ENV) $(PY) -m benchmarks.run_all
