@@ -165,3 +165,20 @@ def test_a_wrong_answer_says_what_is_off_without_the_answer():
     assert "7" not in str(err.value)
     with pytest.raises(AssertionError, match="should be a number, got str"):
         expect_close("Exercise 1", "three", 3.0)
+
+
+# --- a notebook opened outside the course --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_first_cell_says_how_to_install_when_the_package_is_missing(path, monkeypatch):
+    """Downloaded alone or opened in a hosted Jupyter, a notebook's first cell says in one line how to
+    install the package instead of raising ModuleNotFoundError."""
+    first = next(source(c) for c in cells(path) if c["cell_type"] == "code")
+    guard = first.split("\n\n")[0]
+    assert "import retina_edu" in guard and "%matplotlib" in guard
+    monkeypatch.setitem(__import__("sys").modules, "retina_edu", None)  # as if not installed
+    code = "\n".join(line for line in guard.split("\n") if not line.startswith("%"))
+    with pytest.raises(SystemExit) as exit_:
+        exec(compile(code, path.name, "exec"), {})
+    assert "make lab" in str(exit_.value) and "\n" not in str(exit_.value)
