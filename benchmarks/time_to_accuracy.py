@@ -2,6 +2,7 @@
 fixed ``cpu`` preset, and torchvision's RetinaNet with the same budget; one process, one after another.
 
     python -m benchmarks.time_to_accuracy [--minutes 5] [--marks 1 2 3 4] [--preset cpu] [--val-images 500]
+    python -m benchmarks.time_to_accuracy --minutes 5 --only minutes --float32   # the float32 figure
     python -m benchmarks.time_to_accuracy --minutes 0.5 --marks 0.2 --val-images 20 --no-csv   # a trial
 
 The three runs:
@@ -30,6 +31,7 @@ anything (benchmarks/NOTES.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from functools import partial
@@ -181,6 +183,9 @@ def main(argv=None) -> int:
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--no-csv", action="store_true", help="do not append to the results file (a trial run)")
     parser.add_argument(
+        "--float32", action="store_true", help="train in float32 even where the CPU has native bfloat16"
+    )
+    parser.add_argument(
         "--only", choices=("minutes", "fixed", "torchvision"), nargs="+", default=["minutes", "fixed", "torchvision"]
     )
     args = parser.parse_args(argv)
@@ -195,6 +200,8 @@ def main(argv=None) -> int:
     val_data = CocoDetection.from_folder(splits["val"])
     val_data = Subset(val_data, range(min(args.val_images, len(val_data))))
     preset, reason = choose_preset(args.preset)
+    if args.float32:
+        preset, reason = dataclasses.replace(preset, amp=False), reason + "; float32 (--float32)"
     print(f"preset {preset.name!r} ({reason}); budget {args.minutes:g} min, marks at {marks} minutes of training")
     marks_s, budget_s, num_classes = [m * 60 for m in marks], args.minutes * 60, len(train_data.classes)
 
@@ -245,7 +252,14 @@ def main(argv=None) -> int:
         columns = ("model", "mark", "train_s", "wall_s", "step", "AP", "AP50", "ended")
         path = write_csv(
             "time_to_accuracy",
-            [{**{c: r.get(c, "") for c in columns}, "preset": preset.name, "budget_min": args.minutes} for r in rows],
+            [
+                {
+                    **{c: r.get(c, "") for c in columns},
+                    "preset": preset.name + ("" if preset.amp else "-float32"),
+                    "budget_min": args.minutes,
+                }
+                for r in rows
+            ],
         )
         print(f"\nwritten to {path}")
     return 0
