@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -130,23 +129,18 @@ def autograde(names: list[str] | None) -> dict[str, list[tuple]]:
 
 def marks() -> dict[str, list[tuple]]:
     """(notebook, grade id, kind, score, max score) for every grade cell, per student, from the gradebook."""
-    query = """
-        SELECT s.id, n.name, c.name, c.cell_type, g.auto_score, g.manual_score, c.max_score
-        FROM grade g
-        JOIN grade_cells c ON g.cell_id = c.id
-        JOIN submitted_notebook sn ON g.notebook_id = sn.id
-        JOIN notebook n ON sn.notebook_id = n.id
-        JOIN submitted_assignment sa ON sn.assignment_id = sa.id
-        JOIN student s ON sa.student_id = s.id
-        ORDER BY n.name, c.name
-    """
-    with sqlite3.connect(COURSE / "gradebook.db") as db:
-        rows = db.execute(query).fetchall()
+    from nbgrader.api import Gradebook
+
     result: dict[str, list[tuple]] = {student: [] for student in EDITIONS}
-    for student, notebook, cell, cell_type, auto, manual, max_score in rows:
-        kind = "auto" if cell_type == "code" else "manual"
-        score = auto if kind == "auto" else manual
-        result[student].append((notebook, cell, kind, score, max_score))
+    with Gradebook(f"sqlite:///{COURSE / 'gradebook.db'}") as gradebook:
+        assignment = gradebook.find_assignment(ASSIGNMENT)
+        for notebook in assignment.notebooks:
+            for student in EDITIONS:
+                submission = gradebook.find_submission_notebook(notebook.name, ASSIGNMENT, student)
+                for grade in submission.grades:
+                    kind = "auto" if grade.cell_type == "code" else "manual"
+                    score = grade.auto_score if kind == "auto" else grade.manual_score
+                    result[student].append((notebook.name, grade.name, kind, score, grade.max_score))
     return result
 
 
