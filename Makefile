@@ -6,6 +6,8 @@
 #   make bench      side-by-side benchmarks against torchvision's RetinaNet
 #   make student    the student edition (solutions replaced by stubs, with nbgrader) in build/student/
 #   make test-student  nbgrader autogrades both editions: instructor full marks, student zero
+#   make site       the course website: the notebooks as saved, rendered offline-ready into build/site/
+#   make test-site  every page of build/site in headless Chromium (builds it first when needed)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -28,13 +30,13 @@ TEST_ENV := HOME=$(BUILD)/home \
 	MPLBACKEND=agg
 
 .PHONY: lab test test-fast test-notebooks lint format install kernel data bench browser-deps notebooks clean \
-	instructor student test-student
+	instructor student test-student site test-site
 
 # nbval: compare only cells marked NBVAL_CHECK_OUTPUT; run in this environment; long training cells.
 NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
 	--nbval-cell-timeout=1800
 # What ruff checks: everything we write, the notebooks' code cells included.
-LINT_PATHS := retina_edu tests benchmarks tools notebooks
+LINT_PATHS := retina_edu tests benchmarks tools notebooks docs/site
 
 install: $(STAMP)
 
@@ -89,12 +91,13 @@ browser-deps:
 # The notebooks run first: the browser checks then reuse the detectors notebooks 08 and 11 trained.
 test: install kernel browser-deps
 	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
-	env $(TEST_ENV) $(PY) -m pytest $(NBVAL) --junitxml=$(BUILD)/test-results.xml notebooks tests $(PYTEST_ARGS)
+	env $(TEST_ENV) $(PY) -m pytest $(NBVAL) --junitxml=$(BUILD)/test-results.xml notebooks tests \
+		--ignore=tests/site $(PYTEST_ARGS)
 
 # Unit tests only (no notebooks, no browser, nothing marked slow): the quick loop while you work.
 test-fast: install
 	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
-	env $(TEST_ENV) $(PY) -m pytest tests -m "not slow and not browser" $(PYTEST_ARGS)
+	env $(TEST_ENV) $(PY) -m pytest tests --ignore=tests/site -m "not slow and not browser" $(PYTEST_ARGS)
 
 # The notebooks alone, or one: make test-notebooks NB=notebooks/03_focal_loss.ipynb
 test-notebooks: install kernel
@@ -121,6 +124,28 @@ student: instructor kernel
 test-student: instructor kernel data
 	@mkdir -p $(BUILD)/home $(BUILD)/mplconfig $(BUILD)/torch
 	env $(TEST_ENV) $(PY) tools/editions.py grade
+
+# The course website: Sphinx + myst-nb render the notebooks' saved outputs (nothing runs) into build/site/,
+# with MathJax and the widget scripts served from the site itself (fetched once from npm, pinned).
+SITE_STAMP := $(VENV)/.site-stamp
+SITE_BUILT := $(BUILD)/site/.built
+SITE_SOURCES := README.md tools/build_site.py $(wildcard docs/site/*.* docs/site/_static/*) \
+	$(wildcard notebooks/[0-9][0-9]_*.ipynb)
+
+$(SITE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[site]'
+	@touch $(SITE_STAMP)
+
+site: $(SITE_STAMP)
+	env $(TEST_ENV) $(PY) tools/build_site.py
+
+$(SITE_BUILT): $(SITE_STAMP) $(SITE_SOURCES)
+	env $(TEST_ENV) $(PY) tools/build_site.py
+
+# Not part of `make test` (which leaves tests/site out): it needs the site built.
+test-site: $(SITE_BUILT) browser-deps
+	@mkdir -p $(BUILD)/home
+	env $(TEST_ENV) $(PY) -m pytest tests/site -m site $(PYTEST_ARGS)
 
 bench: install
 	env $(TEST_ENV) $(PY) -m benchmarks.run_all
