@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("student", "grade"))
     parser.add_argument("notebooks", nargs="*", help="notebook names (default: all), e.g. 03_focal_loss")
     args = parser.parse_args(argv)
-    COURSE.mkdir(parents=True, exist_ok=True)
+    # A fresh course folder each time: nbgrader refuses to regenerate an assignment that has submissions.
+    shutil.rmtree(COURSE, ignore_errors=True)
+    COURSE.mkdir(parents=True)
     if args.action == "student":
         make_student_edition(args.notebooks)
         return 0
