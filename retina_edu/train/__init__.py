@@ -9,9 +9,13 @@ The package, by job:
 
 - :mod:`.presets`: ``Preset`` (``Preset.cpu()`` / ``Preset.gpu()``), ``choose_preset``, the optimiser
   (``make_optimizer``: the paper's SGD or AdamW) and the schedule (``lr_factor``: warmup, then cosine or step).
-- :mod:`.loop`: ``train``, ``train_step``, ``TrainResult``, ``TrainingDiverged``, ``TrainingInterrupted``:
-  mixed precision on CUDA, a progress bar, a NaN guard that never saves broken weights, Ctrl-C that saves a
-  checkpoint which resumes to the same weights, DistributedDataParallel when started by ``torchrun``.
+- :mod:`.loop`: ``train`` as its named steps (set up, one epoch, finish) and ``train_step``: mixed precision
+  on CUDA, DistributedDataParallel when started by ``torchrun``.
+- :mod:`.state`: the run's state (``_Run``, ``_TrainState``), resuming it, saving it, and what ``train``
+  returns and raises (``TrainResult``, ``TrainingDiverged``, ``TrainingInterrupted``): a NaN guard that never
+  saves broken weights, Ctrl-C that saves a checkpoint which resumes to the same weights.
+- :mod:`.validation`: validation during training and at the end (after the final checkpoint).
+- :mod:`.progress`: the progress bar, one history record per step (the callbacks), the budget's time report.
 - :mod:`.data`: the sampler and dataset view that make a resumed run see the same batches.
 - :mod:`.checkpoints`: atomic checkpoints that open without running any code (``weights_only=True``),
   ``load_model``, the output folder's checks, the random generators' state, the data's fingerprint.
@@ -47,8 +51,9 @@ from .checkpoints import (
     load_model,
     save_checkpoint,
 )
-from .loop import RESUMABLE_CHANGES, TrainingDiverged, TrainingInterrupted, TrainResult, train, train_step
+from .loop import train, train_step
 from .presets import OPTIMIZERS, PAPER_LR_PER_16_IMAGES, SCHEDULES, Preset, choose_preset, lr_factor, make_optimizer
+from .state import RESUMABLE_CHANGES, TrainingDiverged, TrainingInterrupted, TrainResult
 
 __all__ = [
     "BUDGET_EVAL_OVERHEAD",

@@ -1,7 +1,7 @@
 """The time budget (``train(minutes=...)``): the first steps and one validation batch are timed, then the
 run's length is set so that it ends within the minutes and the whole schedule runs over those steps.
 
-``_clock`` is the budget's clock (the loop reads it here too); tests replace it with a fake one.
+``_clock`` is the budget's clock (the loop and its time report read it here too); tests replace it with a fake one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 from .checkpoints import _unwrap
 
 if TYPE_CHECKING:
-    from .loop import _Run, _TrainState
+    from .state import _Run, _TrainState
 
 # A time budget (train(minutes=...)): the steps after the first (which includes start-up) are timed
 # up to this many, all within the warmup when it is that long (the warmup does not depend on the

@@ -1,10 +1,13 @@
-"""The training loop (notebook 08): ``train``, ``train_step``, ``TrainResult`` and the errors
-``TrainingDiverged`` / ``TrainingInterrupted``.
+"""The training loop (notebook 08): ``train`` and ``train_step``.
 
-``train`` reads as its steps: check the data and the output folder, build the model, optimizer and schedule
-(a ``_TrainState``), ``_resume`` from a checkpoint if asked, ``_run_epoch`` until the last step
-(``_record_step`` after each, a checkpoint every ``checkpoint_every`` steps), then ``_finish``: save, and
-only then validate. A NaN guard never saves broken weights; Ctrl-C saves a checkpoint that resumes.
+``train`` reads as its steps: check the data and the limits, ``_set_up`` (the device, the model, the output
+folder, a ``_Run`` and a ``_TrainState``, resumed from a checkpoint if asked), ``_train_loop``: ``_run_epoch``
+until the last step (``_record_step`` after each, a checkpoint every ``checkpoint_every`` steps), then
+``_finish``: save, and only then validate. A NaN guard never saves broken weights; Ctrl-C saves a checkpoint
+that resumes.
+
+The package around it: the state and what keeps it safe in :mod:`.state`, validation and the end of a run in
+:mod:`.validation`, the progress bar and history records in :mod:`.progress`, the time budget in :mod:`.budget`.
 """
 
 from __future__ import annotations
@@ -12,155 +15,43 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..device import (
-    average_buffers,
-    default_device,
-    mixed_precision_dtype,
-    setup_distributed,
-)
-from ..files import write_json_atomic
+from ..device import default_device, setup_distributed
 from ..model import RetinaNet
 from . import budget as _budget_module
-from .budget import _Budget, _plan_budget, _start_budget
-from .checkpoints import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_NAME,
-    HISTORY_NAME,
-    _non_finite_weights,
-    _rng_state,
-    _set_rng_state,
-    _unwrap,
-    _write,
-    check_output_folder,
-    data_fingerprint,
-    find_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
+from .budget import _plan_budget, _start_budget
+from .checkpoints import _unwrap, check_output_folder, find_checkpoint, load_checkpoint
+from .data import _collate, _EpochSampler, _TrainView
+from .presets import Preset
+from .progress import _progress_bar, _record_step, _report_time
+from .state import (
+    TrainingDiverged,
+    TrainResult,
+    _divergence_error,
+    _interrupted,
+    _new_state,
+    _plan_run,
+    _resume,
+    _Run,
+    _save_run,
+    _StopOnInterrupt,
+    _TrainState,
 )
-from .data import _collate, _EpochSampler, _non_finite_images, _TrainView
-from .presets import Preset, lr_factor, make_optimizer
-
-# Settings a resumed run may change: they do not alter the weights a step computes.
-RESUMABLE_CHANGES = ("epochs", "num_workers", "checkpoint_every", "eval_every")
+from .validation import _eval_due, _evaluate, _finish
 
 if TYPE_CHECKING:
     from ..evaluate import EvalResult
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
-class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite; the message says where, which checkpoint is
-    good, and what to try."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or a Jupyter interrupt) stopped training between two steps; the message says what was
-    saved and how to continue. A ``KeyboardInterrupt``, so code that catches that still does."""
-
-
-@dataclass
-class TrainResult:
-    """What ``train`` returns.
-
-    Attributes:
-        model: the trained model (unwrapped from DDP), in eval mode.
-        history: ``{"train": [one record per step], "eval": [one record per evaluation]}``.
-        checkpoint: the ``last.pt`` written, or None without ``out_dir``.
-        metrics: the last COCO evaluation on ``val_data``, or None.
-        preset: the settings of the run.
-        plan: with a time budget, what it planned: ``{"minutes", "steps", "batch_size", "warmup_steps",
-            "planned_at" (the step the plan was made at), "step_s" (seconds per step, timed), "eval_s"
-            (one validation, estimated)}``; else None.
-    """
-
-    model: RetinaNet
-    history: dict[str, list[dict[str, float]]]
-    checkpoint: Path | None
-    metrics: EvalResult | None = None
-    preset: Preset | None = None
-    plan: dict[str, Any] | None = None
-
-
-@dataclass
-class _Run:
-    """What stays fixed during a run: the settings, its size in steps, and where things go.
-
-    ``total_steps`` and ``last_step`` change once, in a run with a time budget: when the measured
-    first steps have set the plan (``_plan_budget``). The schedule reads ``total_steps`` then.
-    """
-
-    preset: Preset
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    rank: int
-    world: int
-    batch_size: int  # per process
-    steps_per_epoch: int
-    total_steps: int  # what the schedule spans
-    last_step: int  # where this call stops (``max_steps``)
-    out_dir: Path | None
-    callbacks: tuple[Callable[[str, dict], None], ...]
-    budget: _Budget | None = None
-    warmup_steps: int | None = None  # the schedule's warmup: the preset's, or shortened by the plan
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def checkpoint_path(self) -> Path | None:
-        return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
-
-
-@dataclass
-class _TrainState:
-    """What a step changes and a checkpoint holds: weights, optimiser, schedule, step, history.
-
-    ``record`` is what the checkpoint says about the run besides (format, config, preset, class
-    names, data fingerprint); ``last_good`` is the newest checkpoint known to hold finite weights;
-    ``in_step`` is True while an optimiser step is half done (a checkpoint then would not resume).
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    record: dict[str, Any]
-    step: int = 0
-    history: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"train": [], "eval": []})
-    last_good: Path | None = None
-    in_step: bool = False
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (the random generators included), as plain data."""
-        return {
-            **self.record,
-            "model": _unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "rng": _rng_state(),
-            "history": self.history,
-        }
 
 
 def _to_device(images, targets, device, channels_last):
@@ -213,35 +104,7 @@ def train_step(
     return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
 
 
-class _StopOnInterrupt:
-    """While active, Ctrl-C only asks the loop to stop after the step it is in (a checkpoint taken
-    mid-step would not resume exactly); a second Ctrl-C interrupts at once. Only the main thread
-    can catch signals: elsewhere Ctrl-C keeps its usual effect."""
-
-    def __enter__(self) -> _StopOnInterrupt:
-        self.requested, self._previous = False, None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def agreed(self, world: int, device: torch.device) -> bool:
-        """Whether any process was asked to stop (all processes must stop at the same step)."""
-        if world > 1:
-            flag = torch.tensor([float(self.requested)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.requested = bool(flag.item())
-        return self.requested
-
-
+# Most of train's length is its docstring (every argument of a run); the body is a dozen lines, one a step.
 def train(
     preset: Preset,
     train_data: Dataset,
@@ -291,63 +154,18 @@ def train(
         OutputError: ``out_dir`` is not a writable folder, or a write failed (disk full).
         ValueError: the data, the model or the checkpoint do not fit together (the message says how).
     """
-    start = _budget_module._clock()
+    start = _budget_module._clock()  # a time budget counts from here
     classes = _check_datasets(train_data, val_data)
     resume_from = _resume_source(resume, resume_from, out_dir)
-    if minutes is not None and (
-        isinstance(minutes, bool) or not isinstance(minutes, Real) or not math.isfinite(minutes) or minutes <= 0
-    ):
-        raise ValueError(f"minutes must be a number > 0 or None, got {minutes!r}")
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cpu":
-        # Tiny gradients of the sigma = 0.01 heads underflow into denormal floats, which x86 CPUs
-        # process up to 100x slower; flushing them to zero changes nothing measurable but speed.
-        torch.set_flush_denormal(True)
-    rank, world = setup_distributed(device)
-    if max_steps is not None and (not isinstance(max_steps, Integral) or max_steps < 1):
-        raise ValueError(f"max_steps must be a whole number >= 1 or None, got {max_steps!r}")
-
-    torch.manual_seed(preset.seed)
-    np.random.seed(preset.seed)
-    random.seed(preset.seed)
-    model = _build_model(preset, classes, model, device)
-    if out_dir is not None:
-        if getattr(model, "config", None) is None:
-            raise ValueError(
-                f"out_dir={str(out_dir)!r}: this model has no .config, so train() cannot write a "
-                f"checkpoint of it; pass out_dir=None (or give the model a RetinaNetConfig)"
-            )
-        out_dir = check_output_folder(out_dir) if rank == 0 else Path(out_dir)
-    saved = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
-    run = _plan_run(preset, len(train_data), device, rank, world, out_dir, max_steps, callbacks)
-    run.warmup_steps = preset.warmup_steps
-    run.budget = budget = _start_budget(run, saved, minutes, start, max_steps, val_data)
-    state = _new_state(model, preset, classes, train_data, run, fingerprint=bool(out_dir or resume_from))
-    if budget is not None:
-        state.record["plan"] = budget.plan
-    if saved is not None:
-        _resume(state, resume_from, run, saved)
-    if world > 1:
-        state.model = nn.parallel.DistributedDataParallel(
-            state.model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
+    _check_limits(minutes, max_steps)
+    state, run = _set_up(
+        preset, classes, train_data, val_data, out_dir, resume_from, device, callbacks, max_steps, model, minutes, start
+    )
     first_step = state.step
     metrics = _train_loop(state, run, train_data, val_data, progress)
     metrics = _finish(state, run, val_data) or metrics
-    if budget is not None and run.is_main:
-        seconds = _budget_module._clock() - start
-        steps = f"{state.step} steps" if first_step == 0 else f"steps {first_step + 1}-{state.step} (resumed)"
-        print(
-            f"trained {steps} in {seconds // 60:.0f} min {seconds % 60:02.0f} s "
-            f"(budget {budget.minutes:g} min, validation included)",
-            flush=True,
-        )
-    result_model = _unwrap(state.model)
-    result_model.eval()
-    return TrainResult(
-        result_model, state.history, run.checkpoint_path, metrics, preset, budget.plan if budget is not None else None
-    )
+    _report_time(state, run, first_step, start)
+    return _result(state, run, metrics)
 
 
 def _check_datasets(train_data: Dataset, val_data: Dataset | None) -> list[str]:
@@ -392,101 +210,85 @@ def _build_model(preset: Preset, classes: list[str], model: nn.Module | None, de
     return model
 
 
-def _plan_run(preset, num_images, device, rank, world, out_dir, max_steps, callbacks) -> _Run:
-    """Batch size, steps per epoch and the last step, for ``num_images`` split over ``world`` processes."""
-    per_process = math.ceil(num_images / world)
-    batch_size = min(preset.batch_size, per_process)
-    steps_per_epoch = per_process // batch_size
-    total_steps = preset.epochs * steps_per_epoch
-    last_step = total_steps if max_steps is None else min(total_steps, max_steps)
-    return _Run(
-        preset,
-        device,
-        mixed_precision_dtype(device, preset.amp),
-        rank,
-        world,
-        batch_size,
-        steps_per_epoch,
-        total_steps,
-        last_step,
-        out_dir,
-        tuple(callbacks),
-    )
-
-
-def _new_state(model, preset, classes, train_data, run: _Run, fingerprint: bool) -> _TrainState:
-    """Optimiser (lr scaled with the total batch), warmup + decay schedule, a gradient scaler, and what
-    the checkpoint records (with the data's fingerprint when it will be written or compared)."""
-    optimizer = make_optimizer(model, preset, preset.lr(run.world))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, run.total_steps, run.warmup_steps, preset.schedule)
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
-    config = getattr(model, "config", None)
-    record = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config.to_dict() if config is not None else None,
-        "preset": preset.to_dict(),
-        "classes": classes,
-        "data": data_fingerprint(train_data) if fingerprint else None,
-    }
-    return _TrainState(model, optimizer, scheduler, scaler, record)
-
-
-def _resume(state: _TrainState, path: Path, run: _Run, saved: dict[str, Any]) -> None:
-    """Load ``saved`` (the checkpoint read from ``path``) into ``state``, after checking that it continues
-    this run (same classes, same data, same settings except those in ``RESUMABLE_CHANGES``)."""
-    path = path / CHECKPOINT_NAME if path.is_dir() else path
-    classes = state.record["classes"]
-    if list(saved["classes"]) != classes:
-        raise ValueError(
-            f"{path}: the checkpoint was trained on {len(saved['classes'])} classes "
-            f"{saved['classes']}, but the data has {len(classes)}: {classes}"
-        )
-    data, saved_data = state.record["data"], saved.get("data")
-    if (
-        data
-        and saved_data
-        and (data["num_images"] != saved_data["num_images"] or data.get("sha256", "") != saved_data.get("sha256", ""))
+def _check_limits(minutes: float | None, max_steps: int | None) -> None:
+    """``minutes`` a number > 0 and ``max_steps`` a whole number >= 1, or None."""
+    if minutes is not None and (
+        isinstance(minutes, bool) or not isinstance(minutes, Real) or not math.isfinite(minutes) or minutes <= 0
     ):
-        raise ValueError(
-            f"{path} was trained on other data ({saved_data['num_images']} images, fingerprint "
-            f"{saved_data.get('sha256', '?')[:12]}) than this ({data['num_images']} images, fingerprint "
-            f"{data.get('sha256', '?')[:12]}), with the same class names: choose another output "
-            f"folder, or train on the data it was trained on"
+        raise ValueError(f"minutes must be a number > 0 or None, got {minutes!r}")
+    if max_steps is not None and (not isinstance(max_steps, Integral) or max_steps < 1):
+        raise ValueError(f"max_steps must be a whole number >= 1 or None, got {max_steps!r}")
+
+
+def _set_up(
+    preset: Preset,
+    classes: list[str],
+    train_data: Dataset,
+    val_data: Dataset | None,
+    out_dir: str | Path | None,
+    resume_from: Path | None,
+    device: torch.device | str | None,
+    callbacks: Sequence[Callable[[str, dict], None]],
+    max_steps: int | None,
+    model: RetinaNet | None,
+    minutes: float | None,
+    start: float,
+) -> tuple[_TrainState, _Run]:
+    """The device (and the other processes under torchrun), the seeds, the model, the checked output folder,
+    the run's size (and time budget), the optimiser and schedule, loaded from ``resume_from`` if given."""
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cpu":
+        # Tiny gradients of the sigma = 0.01 heads underflow into denormal floats, which x86 CPUs
+        # process up to 100x slower; flushing them to zero changes nothing measurable but speed.
+        torch.set_flush_denormal(True)
+    rank, world = setup_distributed(device)
+    torch.manual_seed(preset.seed)
+    np.random.seed(preset.seed)
+    random.seed(preset.seed)
+    model = _build_model(preset, classes, model, device)
+    out_dir = _check_out_dir(out_dir, model, rank)
+    saved = load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
+    run = _plan_run(preset, len(train_data), device, rank, world, out_dir, max_steps, callbacks)
+    run.budget = _start_budget(run, saved, minutes, start, max_steps, val_data)
+    state = _new_state(model, preset, classes, train_data, run, fingerprint=bool(out_dir or resume_from))
+    if run.budget is not None:
+        state.record["plan"] = run.budget.plan
+    if saved is not None:
+        _resume(state, resume_from, run, saved)
+    if world > 1:
+        state.model = nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    now = state.record["preset"]
-    changed = {k: (v, now.get(k)) for k, v in saved["preset"].items() if k not in RESUMABLE_CHANGES and now.get(k) != v}
-    if changed:
-        diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    return state, run
+
+
+def _check_out_dir(out_dir: str | Path | None, model: nn.Module, rank: int) -> Path | None:
+    """``out_dir`` as a checked, writable folder (on the main process), or None; a model without a
+    ``config`` cannot be checkpointed."""
+    if out_dir is None:
+        return None
+    if getattr(model, "config", None) is None:
         raise ValueError(
-            f"{path} was trained with other settings ({diff}): "
-            f"choose another output folder, or delete this one to start again"
+            f"out_dir={str(out_dir)!r}: this model has no .config, so train() cannot write a "
+            f"checkpoint of it; pass out_dir=None (or give the model a RetinaNetConfig)"
         )
-    _unwrap(state.model).load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scheduler.load_state_dict(saved["scheduler"])
-    state.scaler.load_state_dict(saved["scaler"])
-    _set_rng_state(saved["rng"])
-    state.step, state.history = saved["step"], saved["history"]
-    if not _non_finite_weights(_unwrap(state.model)):
-        state.last_good = path
+    return check_output_folder(out_dir) if rank == 0 else Path(out_dir)
+
+
+def _result(state: _TrainState, run: _Run, metrics: EvalResult | None) -> TrainResult:
+    """The trained model (unwrapped from DDP, in eval mode), its history, checkpoint, metrics and plan."""
+    model = _unwrap(state.model)
+    model.eval()
+    plan = run.budget.plan if run.budget is not None else None
+    return TrainResult(model, state.history, run.checkpoint_path, metrics, run.preset, plan)
 
 
 def _train_loop(
     state: _TrainState, run: _Run, train_data: Dataset, val_data: Dataset | None, progress: bool
 ) -> EvalResult | None:
     """Epochs until ``run.last_step`` (evaluating every ``eval_every`` epochs); stops cleanly on Ctrl-C."""
-    from tqdm.auto import tqdm
-
     sampler = _EpochSampler(train_data, run.rank, run.world, run.preset.seed, run.preset.hflip)
-    bar = tqdm(
-        total=run.last_step,
-        initial=state.step,
-        desc=f"train ({run.preset.name})",
-        disable=not (progress and run.is_main),
-        unit="step",
-    )
+    bar = _progress_bar(state, run, progress)
     metrics = None
     state.model.train()
     with contextlib.closing(bar), _StopOnInterrupt() as stop:
@@ -545,139 +347,3 @@ def _run_epoch(state: _TrainState, run: _Run, loader: DataLoader, bar, stop: _St
             _save_run(state, run, history=False)
         if state.step >= run.last_step or state.step % run.steps_per_epoch == 0 or stop.agreed(run.world, run.device):
             break
-
-
-def _record_step(state: _TrainState, run: _Run, out: dict[str, Tensor], tick: float, bar) -> float:
-    """Append the step's losses, learning rate and speed to the history; tell the callbacks."""
-    now = time.perf_counter()
-    record = {
-        "step": state.step,
-        "epoch": state.step / run.steps_per_epoch,
-        "loss": out["loss"].item(),
-        "classification": out["classification"].item(),
-        "bbox_regression": out["bbox_regression"].item(),
-        "lr": state.scheduler.get_last_lr()[0],
-        "images_per_s": run.batch_size * run.world / max(now - tick, 1e-9),
-    }
-    state.history["train"].append(record)
-    bar.update(1)
-    bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}", refresh=False)
-    for cb in run.callbacks:
-        cb("step", state.history)
-    return now
-
-
-def _last_good_sentence(state: _TrainState) -> str:
-    if state.last_good is not None and state.last_good.is_file():
-        return f"The last good checkpoint is {state.last_good}."
-    return "No checkpoint was written yet."
-
-
-def _divergence_error(state: _TrainState, run: _Run, loss: float, images, indices: list[int]) -> TrainingDiverged:
-    """Where the loss became NaN/inf, which checkpoint is good, and what to try (bad images first)."""
-    epoch = state.step // run.steps_per_epoch
-    where = (
-        f"the loss became {loss} at step {state.step + 1} (epoch {epoch + 1}, "
-        f"learning rate {state.scheduler.get_last_lr()[0]:.3g})."
-    )
-    kept = _last_good_sentence(state)
-    bad = _non_finite_images(images, indices)
-    if bad:
-        detail = (
-            f"The batch holds training image(s) with NaN or infinite pixels: dataset index "
-            f"{', '.join(map(str, bad))}. {kept} Fix or drop those images (a corrupt file, "
-            f"or a transform that divides by zero) and train again."
-        )
-    else:
-        detail = f"{kept} {_WHAT_TO_TRY}"
-    return TrainingDiverged(f"{where} {detail}")
-
-
-_WHAT_TO_TRY = (
-    "Try: a lower learning rate (base_lr is per 16 images and is scaled with the batch), gradient "
-    "clipping (grad_clip), a longer warmup, and check the data for tiny or degenerate boxes."
-)
-
-
-def _save_run(state: _TrainState, run: _Run, history: bool = True) -> Path | None:
-    """Write ``last.pt`` (and ``history.json``) on the main process, if the weights are finite.
-
-    Every process checks the weights (they are the same on all), so all stop together when they
-    are not: a checkpoint with NaN weights would be worse than none.
-    """
-    if run.out_dir is None:
-        return None
-    bad = _non_finite_weights(_unwrap(state.model))
-    if bad:
-        raise TrainingDiverged(
-            f"the weights became NaN or infinite by step {state.step} ({len(bad)} tensors, e.g. {bad[0]}), "
-            f"although the loss was finite: the update itself diverged. They were not saved. "
-            f"{_last_good_sentence(state)} {_WHAT_TO_TRY}"
-        )
-    if not run.is_main:
-        return None
-    path = _write(run.checkpoint_path, lambda p: save_checkpoint(p, state.checkpoint()))
-    state.last_good = path
-    if history:
-        _write(run.out_dir / HISTORY_NAME, lambda p: write_json_atomic(p, state.history))
-    return path
-
-
-def _interrupted(state: _TrainState, run: _Run) -> None:
-    """Save what a resume needs (only between steps) and raise ``TrainingInterrupted`` saying so."""
-    done = f"step {state.step} of {run.last_step}"
-    if state.in_step:
-        saved = None
-        why = f"interrupted during step {state.step + 1}, which cannot be saved half done."
-    else:
-        saved = _save_run(state, run)
-        why = f"interrupted after {done}."
-    if saved is not None:
-        raise TrainingInterrupted(
-            f"{why} Saved {saved}: train again with resume=True (--resume) to continue exactly from there."
-        )
-    if run.out_dir is None:
-        raise TrainingInterrupted(f"{why} Nothing was saved (no out_dir / --out).")
-    raise TrainingInterrupted(f"{why} {_last_good_sentence(state)}")
-
-
-def _eval_due(state: _TrainState, run: _Run, val_data: Dataset | None) -> bool:
-    """At the end of every ``eval_every``-th epoch except the last (``_finish`` evaluates that one)."""
-    every = run.preset.eval_every
-    end_of_epoch = state.step % run.steps_per_epoch == 0
-    return (
-        run.is_main
-        and val_data is not None
-        and every > 0
-        and end_of_epoch
-        and (state.step // run.steps_per_epoch) % every == 0
-        and state.step < run.total_steps
-    )
-
-
-def _finish(state: _TrainState, run: _Run, val_data: Dataset | None) -> EvalResult | None:
-    """Average BatchNorm statistics over processes, save, and only then evaluate: a failing
-    validation (a bad val image) must not lose the run."""
-    if run.world > 1:
-        average_buffers(_unwrap(state.model), run.world)
-    _save_run(state, run)
-    metrics = None
-    if run.is_main:
-        if val_data is not None and state.step == run.total_steps:
-            metrics = _evaluate(state, run, val_data)
-            if run.out_dir is not None:
-                _write(run.out_dir / HISTORY_NAME, lambda p: write_json_atomic(p, state.history))
-        for cb in run.callbacks:
-            cb("end", state.history)
-    return metrics
-
-
-def _evaluate(state: _TrainState, run: _Run, val_data: Dataset) -> EvalResult:
-    """COCO mAP on ``val_data``, appended to the history."""
-    from ..evaluate import coco_map
-
-    metrics = coco_map(_unwrap(state.model), val_data, device=run.device, progress=False)
-    state.history["eval"].append({"step": state.step, "epoch": state.step / run.steps_per_epoch, **metrics.as_dict()})
-    for cb in run.callbacks:
-        cb("eval", state.history)
-    return metrics
