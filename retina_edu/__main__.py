@@ -368,63 +368,78 @@ def run_detect(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
     from retina_edu.data import load_image
-    from retina_edu.tiling import detect_tiled
     from retina_edu.train import check_output_folder
-    from retina_edu.viz import show_detections
 
+    paths = _checked_detect_arguments(args)  # before anything is loaded or written
+    model, names, device = _checked_model(args.checkpoint, None, args.device)
+    out = check_output_folder(args.out)
+    for path, file_name in zip(paths, detection_file_names(paths), strict=True):
+        image = load_image(path)
+        det = _detect_image(model, image, path, args, device)
+        keep = det["scores"] >= args.score
+        det = {k: v[keep] for k, v in det.items()}
+        target = out / file_name
+        _save_detections_figure(image, det, names, target, f"{path.name}: {int(keep.sum())} detections >= {args.score}")
+        rows = zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True)
+        for box, score, label in rows:
+            print(f"{path.name}\t{names[label]}\t{score:.3f}\t" + " ".join(f"{v:.1f}" for v in box))
+        print(f"wrote {target}")
+    return 0
+
+
+def _checked_detect_arguments(args: argparse.Namespace) -> list[Path]:
+    """The image paths of ``detect``, after checking that they exist and that ``--tile``/``--overlap`` fit."""
     paths = [Path(name) for name in args.images]
     missing = [str(p) for p in paths if not p.is_file()]
-    if missing:  # before anything is loaded or written
+    if missing:
         more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
         raise FileNotFoundError(f"{missing[0]}: no such image{more}")
     if args.overlap is not None and args.tile is None:
         raise ValueError("--overlap is for tiled detection: pass --tile N too")
     if args.tile is not None and args.overlap is not None and args.overlap >= args.tile:
         raise ValueError(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
-    model, names, device = _checked_model(args.checkpoint, None, args.device)
-    out = check_output_folder(args.out)
-    size = training_size(model)
-    for path, file_name in zip(paths, detection_file_names(paths), strict=True):
-        image = load_image(path)
-        if args.tile is not None:
-            overlap = args.overlap if args.overlap is not None else args.tile // 4
-            det = detect_tiled(model, image.to(device), args.tile, overlap)
-        else:
-            if size is not None and max(image.shape[1:]) > size:
-                print(
-                    f"note: {path.name} is {image.shape[2]} x {image.shape[1]}, larger than the training size "
-                    f"{size}: it is shrunk to fit, and small objects shrink with it; pass --tile {size} to "
-                    f"detect by tiles at the training scale",
-                    file=sys.stderr,
-                )
-            with torch.no_grad():
-                (det,) = model([image.to(device)])
-        det = {k: v.cpu() for k, v in det.items()}
-        keep = det["scores"] >= args.score
-        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
-        show_detections(
-            image,
-            {k: v[keep] for k, v in det.items()},
-            names,
-            ax=ax,
-            title=f"{path.name}: {int(keep.sum())} detections >= {args.score}",
-        )
-        target = out / file_name
-        try:
-            fig.savefig(target, dpi=100, bbox_inches="tight")
-        except OSError as err:
-            raise OSError(f"cannot write {target}: {err.strerror or err}") from err
-        finally:
-            plt.close(fig)
-        rows = zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep].tolist(), strict=True)
-        for box, score, label in rows:
-            print(f"{path.name}\t{names[label]}\t{score:.3f}\t" + " ".join(f"{v:.1f}" for v in box))
-        print(f"wrote {target}")
-    return 0
+    return paths
+
+
+def _detect_image(model, image, path: Path, args: argparse.Namespace, device) -> dict:
+    """The detections of one image (by tiles with ``--tile``), on the CPU; a note on stderr when an image
+    larger than the training size is shrunk to fit."""
+    import torch
+
+    from retina_edu.tiling import detect_tiled
+
+    if args.tile is not None:
+        overlap = args.overlap if args.overlap is not None else args.tile // 4
+        det = detect_tiled(model, image.to(device), args.tile, overlap)
+    else:
+        size = training_size(model)
+        if size is not None and max(image.shape[1:]) > size:
+            print(
+                f"note: {path.name} is {image.shape[2]} x {image.shape[1]}, larger than the training size "
+                f"{size}: it is shrunk to fit, and small objects shrink with it; pass --tile {size} to "
+                f"detect by tiles at the training scale",
+                file=sys.stderr,
+            )
+        with torch.no_grad():
+            (det,) = model([image.to(device)])
+    return {k: v.cpu() for k, v in det.items()}
+
+
+def _save_detections_figure(image, det: dict, names: list[str], target: Path, title: str) -> None:
+    """``det`` drawn on ``image``, written as a PNG to ``target`` (an ``OSError`` naming it if that fails)."""
+    import matplotlib.pyplot as plt
+
+    from retina_edu.viz import show_detections
+
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
+    show_detections(image, det, names, ax=ax, title=title)
+    try:
+        fig.savefig(target, dpi=100, bbox_inches="tight")
+    except OSError as err:
+        raise OSError(f"cannot write {target}: {err.strerror or err}") from err
+    finally:
+        plt.close(fig)
 
 
 def add_anchors_arguments(parser: argparse.ArgumentParser) -> None:
