@@ -484,8 +484,12 @@ class RetinaNet(nn.Module):
         num_per_level: Sequence[int],
         sizes: Sequence[tuple[int, int]],
         original_sizes: Sequence[tuple[int, int]],
+        nms_thresh: float | None = None,
+        detections_per_img: int | None = None,
     ) -> list[dict[str, Tensor]]:
         """Detections in the input images' pixels (``postprocess.postprocess_detections``, then rescaled).
+
+        ``nms_thresh``/``detections_per_img`` replace the config's (``anchor_outputs``: 1.0 keeps every candidate).
 
         Returns:
             One ``{"boxes": Tensor[D, 4] xyxy, "scores": Tensor[D], "labels": Tensor[D] int64}`` per image,
@@ -500,8 +504,8 @@ class RetinaNet(nn.Module):
             sizes,
             score_thresh=c.score_thresh,
             topk_candidates=c.topk_candidates,
-            nms_thresh=c.nms_thresh,
-            detections_per_img=c.detections_per_img,
+            nms_thresh=c.nms_thresh if nms_thresh is None else nms_thresh,
+            detections_per_img=c.detections_per_img if detections_per_img is None else detections_per_img,
             box_coder=self.box_coder,
         )
         for det, size, orig in zip(detections, sizes, original_sizes):

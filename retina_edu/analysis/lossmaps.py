@@ -14,7 +14,6 @@ from torchvision.ops import batched_nms
 from ..boxes import box_iou
 from ..losses import sigmoid_focal_loss
 from ..matching import IGNORE, label_anchors
-from ..postprocess import postprocess_detections
 from .focal import EASY_THRESHOLD, LOSS_GROUPS
 
 __all__ = [
@@ -51,10 +50,7 @@ def anchor_outputs(model: Any, image: Tensor, target: dict[str, Tensor]) -> dict
         ``"candidates": {"boxes", "scores", "labels"}``: every detection above the model's score
         threshold (top-k per level) *before* NMS, in the image's own pixels, best first}``.
     """
-    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"anchor_outputs: image must be a Tensor[3, H, W], got {getattr(image, 'shape', image)}")
-    if "boxes" not in target or "labels" not in target:
-        raise ValueError("anchor_outputs: target must have 'boxes' and 'labels'")
+    _check_image_and_target(image, target)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -67,22 +63,16 @@ def anchor_outputs(model: Any, image: Tensor, target: dict[str, Tensor]) -> dict
             c = model.config
             labelled = label_anchors(anchors, scaled, c.fg_iou, c.bg_iou, c.allow_low_quality)
             # NMS at IoU 1.0 suppresses nothing: the candidates NMS would see, best first
-            candidates = postprocess_detections(
+            (candidates,) = model.postprocess(
                 cls_logits,
                 box_deltas,
                 anchors,
                 num_per_level,
                 sizes,
-                score_thresh=c.score_thresh,
-                topk_candidates=c.topk_candidates,
+                original_sizes,
                 nms_thresh=1.0,
                 detections_per_img=c.topk_candidates * len(num_per_level),
-                box_coder=model.box_coder,
-            )[0]
-            if tuple(sizes[0]) != tuple(original_sizes[0]):  # back to the image's own pixels
-                (h, w), (oh, ow) = sizes[0], original_sizes[0]
-                factor = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=device)
-                candidates["boxes"] = candidates["boxes"] * factor
+            )
     finally:
         model.train(was_training)
     grid_sizes = [tuple(int(s) for s in f.shape[-2:]) for f in features]
@@ -98,6 +88,13 @@ def anchor_outputs(model: Any, image: Tensor, target: dict[str, Tensor]) -> dict
         "gt_labels": scaled[0]["labels"].cpu(),
         "candidates": {k: v.float().cpu() if k != "labels" else v.cpu() for k, v in candidates.items()},
     }
+
+
+def _check_image_and_target(image: Tensor, target: dict[str, Tensor]) -> None:
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"anchor_outputs: image must be a Tensor[3, H, W], got {getattr(image, 'shape', image)}")
+    if "boxes" not in target or "labels" not in target:
+        raise ValueError("anchor_outputs: target must have 'boxes' and 'labels'")
 
 
 def anchor_loss_map(
@@ -137,51 +134,10 @@ def anchor_loss_map(
         share; ``"total"``, ``"ce_total"``, ``"ce_over_fl"`` (= ce_total / total); ``"counts"``:
         entries per group, and ``"ignored"`` anchors.
     """
-    logits = torch.as_tensor(cls_logits).detach().double().cpu()
-    matches = torch.as_tensor(matches).detach().reshape(-1).cpu()
-    labels = torch.as_tensor(labels).detach().reshape(-1).cpu()
-    if logits.dim() != 2 or len(matches) != len(logits) or len(labels) != len(logits):
-        raise ValueError(
-            f"anchor_loss_map: cls_logits must be [A, K] with A matches and labels, got "
-            f"{list(logits.shape)}, {len(matches)} matches, {len(labels)} labels"
-        )
-    num_anchors, num_classes = logits.shape
-    locations = sum(int(h) * int(w) for h, w in grid_sizes)
-    if locations == 0 or num_anchors % locations != 0:
-        raise ValueError(f"anchor_loss_map: {num_anchors} anchors do not fill the grids {list(grid_sizes)}")
-    per_location = num_anchors // locations
-    positive = matches >= 0
-    valid = matches != IGNORE
-    targets = torch.zeros_like(logits)
-    rows = positive.nonzero()[:, 0]
-    if (labels[rows] < 0).any() or (labels[rows] >= num_classes).any():
-        raise ValueError(f"anchor_loss_map: positive anchors need labels in 0..{num_classes - 1}")
-    targets[rows, labels[rows]] = 1.0
-    p_t = torch.where(targets > 0.5, torch.sigmoid(logits), torch.sigmoid(-logits))
-    entry_valid = valid[:, None].expand_as(logits)
-    is_positive = (targets > 0.5) & entry_valid
-    easy = ~is_positive & entry_valid & (p_t > easy_threshold)
-    hard = ~is_positive & entry_valid & ~easy
-    masks = dict(zip(LOSS_GROUPS, (easy, hard, is_positive)))
-
-    def summarise(g: float) -> dict[str, Any]:
-        entry = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=g) * entry_valid
-        per_anchor = entry.sum(dim=1)
-        total = float(per_anchor.sum())
-        maps, level_totals = [], []
-        for (h, w), part in zip(grid_sizes, per_anchor.split([int(h) * int(w) * per_location for h, w in grid_sizes])):
-            maps.append(part.view(int(h), int(w), per_location).sum(dim=-1))
-            level_totals.append(float(part.sum()))
-        safe = total if total > 0 else 1.0
-        return {
-            "loss": per_anchor,
-            "maps": maps,
-            "total": total,
-            "shares": {name: float(entry[mask].sum()) / safe for name, mask in masks.items()},
-            "level_shares": [t / safe for t in level_totals],
-        }
-
-    fl, ce = summarise(float(gamma)), summarise(0.0)
+    logits, matches, labels, per_location = _checked_loss_map_inputs(cls_logits, matches, labels, grid_sizes)
+    targets, valid, masks = _entry_groups(logits, matches, labels, easy_threshold)
+    fl = _loss_summary(logits, targets, valid, masks, grid_sizes, per_location, alpha, float(gamma))
+    ce = _loss_summary(logits, targets, valid, masks, grid_sizes, per_location, alpha, 0.0)
     return {
         "loss": fl["loss"],
         "ce": ce["loss"],
@@ -194,7 +150,80 @@ def anchor_loss_map(
         "total": fl["total"],
         "ce_total": ce["total"],
         "ce_over_fl": ce["total"] / fl["total"] if fl["total"] > 0 else math.inf,
-        "counts": {**{name: int(mask.sum()) for name, mask in masks.items()}, "ignored": int((~valid).sum())},
+        "counts": {
+            **{name: int(mask.sum()) for name, mask in masks.items()},
+            "ignored": int((matches == IGNORE).sum()),
+        },
+    }
+
+
+def _checked_loss_map_inputs(
+    cls_logits: Tensor, matches: Tensor, labels: Tensor, grid_sizes: Sequence[tuple[int, int]]
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """``(logits [A, K] float64, matches [A], labels [A], anchors per location)`` on the CPU, after
+    checking that they fit together and fill the grids."""
+    logits = torch.as_tensor(cls_logits).detach().double().cpu()
+    matches = torch.as_tensor(matches).detach().reshape(-1).cpu()
+    labels = torch.as_tensor(labels).detach().reshape(-1).cpu()
+    if logits.dim() != 2 or len(matches) != len(logits) or len(labels) != len(logits):
+        raise ValueError(
+            f"anchor_loss_map: cls_logits must be [A, K] with A matches and labels, got "
+            f"{list(logits.shape)}, {len(matches)} matches, {len(labels)} labels"
+        )
+    num_anchors = len(logits)
+    locations = sum(int(h) * int(w) for h, w in grid_sizes)
+    if locations == 0 or num_anchors % locations != 0:
+        raise ValueError(f"anchor_loss_map: {num_anchors} anchors do not fill the grids {list(grid_sizes)}")
+    return logits, matches, labels, num_anchors // locations
+
+
+def _entry_groups(
+    logits: Tensor, matches: Tensor, labels: Tensor, easy_threshold: float
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """``(targets [A, K]: 1 for a positive anchor's class, else 0; valid [A, K]: not ignored;
+    {group: BoolTensor[A, K]} over LOSS_GROUPS)``: the (anchor, class) entries, grouped."""
+    num_classes = logits.shape[1]
+    positive = matches >= 0
+    valid = matches != IGNORE
+    targets = torch.zeros_like(logits)
+    rows = positive.nonzero()[:, 0]
+    if (labels[rows] < 0).any() or (labels[rows] >= num_classes).any():
+        raise ValueError(f"anchor_loss_map: positive anchors need labels in 0..{num_classes - 1}")
+    targets[rows, labels[rows]] = 1.0
+    p_t = torch.where(targets > 0.5, torch.sigmoid(logits), torch.sigmoid(-logits))
+    entry_valid = valid[:, None].expand_as(logits)
+    is_positive = (targets > 0.5) & entry_valid
+    easy = ~is_positive & entry_valid & (p_t > easy_threshold)
+    hard = ~is_positive & entry_valid & ~easy
+    return targets, entry_valid, dict(zip(LOSS_GROUPS, (easy, hard, is_positive)))
+
+
+def _loss_summary(
+    logits: Tensor,
+    targets: Tensor,
+    entry_valid: Tensor,
+    masks: dict[str, Tensor],
+    grid_sizes: Sequence[tuple[int, int]],
+    per_location: int,
+    alpha: float | None,
+    gamma: float,
+) -> dict[str, Any]:
+    """The loss at (γ, α): per anchor, its map per level (summed over each location's anchors), the
+    total, each group's and each level's share of it."""
+    entry = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma) * entry_valid
+    per_anchor = entry.sum(dim=1)
+    total = float(per_anchor.sum())
+    maps, level_totals = [], []
+    for (h, w), part in zip(grid_sizes, per_anchor.split([int(h) * int(w) * per_location for h, w in grid_sizes])):
+        maps.append(part.view(int(h), int(w), per_location).sum(dim=-1))
+        level_totals.append(float(part.sum()))
+    safe = total if total > 0 else 1.0
+    return {
+        "loss": per_anchor,
+        "maps": maps,
+        "total": total,
+        "shares": {name: float(entry[mask].sum()) / safe for name, mask in masks.items()},
+        "level_shares": [t / safe for t in level_totals],
     }
 
 
