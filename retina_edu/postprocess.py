@@ -126,18 +126,24 @@ def postprocess_detections(
     boxes, scores, labels, image_idx = boxes[keep], scores[keep], labels[keep], image_idx[keep]
     # One NMS for the whole batch: a box only suppresses boxes of its own image and class.
     kept = batched_nms(boxes, scores, image_idx * num_classes + labels, nms_thresh)  # best first
-
-    # Keep the best `detections_per_img` of each image, still without a loop over images:
-    # a stable sort by image keeps the score order inside each image; rank = position in image.
-    kept = kept[torch.sort(image_idx[kept], stable=True).indices]
-    kept_image = image_idx[kept]
-    counts = torch.bincount(kept_image, minlength=batch)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(kept.numel(), device=device) - first[kept_image]
-    kept = kept[rank < detections_per_img]
-    counts = counts.clamp(max=detections_per_img).tolist()
-
+    kept, counts = _best_per_image(kept, image_idx, batch, detections_per_img)
     return [
         {"boxes": b, "scores": s, "labels": l}
         for b, s, l in zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))
     ]
+
+
+def _best_per_image(kept: Tensor, image_idx: Tensor, batch: int, detections_per_img: int) -> tuple[Tensor, list[int]]:
+    """The best ``detections_per_img`` of each image among ``kept`` (indices, best first), grouped by image,
+    and how many each image keeps.
+
+    Still without a loop over images: a stable sort by image keeps the score order inside each image;
+    rank = position in image.
+    """
+    kept = kept[torch.sort(image_idx[kept], stable=True).indices]
+    kept_image = image_idx[kept]
+    counts = torch.bincount(kept_image, minlength=batch)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(kept.numel(), device=kept.device) - first[kept_image]
+    kept = kept[rank < detections_per_img]
+    return kept, counts.clamp(max=detections_per_img).tolist()
