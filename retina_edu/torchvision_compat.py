@@ -73,27 +73,45 @@ def from_torchvision(tv_model: nn.Module) -> RetinaNet:
 
     if not isinstance(tv_model, TVRetinaNet):
         raise ValueError(f"expected a torchvision.models.detection.RetinaNet, got {type(tv_model).__name__}")
-    body = tv_model.backbone.body
-    fpn = tv_model.backbone.fpn
-    cls_head = tv_model.head.classification_head
-    reg_head = tv_model.head.regression_head
-    first_block = cls_head.conv[0]
-    head_norm = "group" if any(isinstance(m, nn.GroupNorm) for m in first_block.modules()) else None
-    frozen = isinstance(body.bn1, FrozenBatchNorm2d)
-    gen = tv_model.anchor_generator
-    if len({tuple(r) for r in gen.aspect_ratios}) != 1:
+    model = RetinaNet(config=_torchvision_config(tv_model))
+    load_torchvision_state_dict(model, tv_model.state_dict())
+    # FrozenBatchNorm's eps is not in the state dict (COCO weights set it to 0): copy it.
+    ours = dict(model.backbone.body.named_modules())
+    for name, module in tv_model.backbone.body.named_modules():
+        if hasattr(module, "eps") and name in ours:
+            ours[name].eps = module.eps
+    return model.train(tv_model.training)
+
+
+def _torchvision_loss_type(tv_model: nn.Module) -> str:
+    """The box loss of a torchvision RetinaNet, after checking that its anchors and resizing are ones we
+    can copy."""
+    if len({tuple(r) for r in tv_model.anchor_generator.aspect_ratios}) != 1:
         raise ValueError("torchvision anchor generators with different aspect ratios per level are not supported")
-    transform = tv_model.transform
-    if getattr(transform, "fixed_size", None) is not None:
+    if getattr(tv_model.transform, "fixed_size", None) is not None:
         raise ValueError("torchvision models with a fixed_size transform are not supported")
-    loss_type = getattr(reg_head, "_loss_type", "l1")
+    loss_type = getattr(tv_model.head.regression_head, "_loss_type", "l1")
     if loss_type not in ("l1", "smooth_l1", "giou"):
         raise ValueError(f"unsupported box loss {loss_type!r}")
+    return loss_type
 
-    config = RetinaNetConfig(
+
+def _torchvision_config(tv_model: nn.Module) -> RetinaNetConfig:
+    """Every choice a torchvision RetinaNet made, as a ``RetinaNetConfig``."""
+    loss_type = _torchvision_loss_type(tv_model)
+    body, fpn, gen, transform = (
+        tv_model.backbone.body,
+        tv_model.backbone.fpn,
+        tv_model.anchor_generator,
+        tv_model.transform,
+    )
+    cls_head = tv_model.head.classification_head
+    first_block = cls_head.conv[0]
+    head_norm = "group" if any(isinstance(m, nn.GroupNorm) for m in first_block.modules()) else None
+    return RetinaNetConfig(
         num_classes=cls_head.num_classes,
         backbone=_torchvision_backbone_name(body),
-        frozen_bn=frozen,
+        frozen_bn=isinstance(body.bn1, FrozenBatchNorm2d),
         fpn_channels=tv_model.backbone.out_channels,
         p6_from="p5" if fpn.extra_blocks.use_P5 else "c5",
         head_convs=len(cls_head.conv),
@@ -120,14 +138,6 @@ def from_torchvision(tv_model: nn.Module) -> RetinaNet:
         smooth_l1_beta=0.0 if loss_type == "l1" else 1.0,
         loss_normalize="image",
     )
-    model = RetinaNet(config=config)
-    load_torchvision_state_dict(model, tv_model.state_dict())
-    # FrozenBatchNorm's eps is not in the state dict (COCO weights set it to 0): copy it.
-    ours = dict(model.backbone.body.named_modules())
-    for name, module in body.named_modules():
-        if hasattr(module, "eps") and name in ours:
-            ours[name].eps = module.eps
-    return model.train(tv_model.training)
 
 
 def load_torchvision_state_dict(model: RetinaNet, state_dict: dict[str, Tensor]) -> None:
