@@ -338,6 +338,28 @@ def validate_targets(targets: list[dict[str, Tensor]], num_classes: int | None =
     )
 
 
+def _check_loss_inputs(
+    cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets: list, box_loss: str, normalize: str
+) -> None:
+    """``retinanet_loss``'s shapes and choices, each with a message that says what was wrong."""
+    if cls_logits.dim() != 3 or box_deltas.shape != (*cls_logits.shape[:2], 4):
+        raise ValueError(
+            f"cls_logits must be [B, A, K] and box_deltas [B, A, 4]; got {list(cls_logits.shape)} "
+            f"and {list(box_deltas.shape)}"
+        )
+    batch, num_anchors, _ = cls_logits.shape
+    if anchors.shape != (num_anchors, 4):
+        raise ValueError(f"anchors must be [{num_anchors}, 4] to match the head outputs, got {list(anchors.shape)}")
+    if len(targets) != batch:
+        raise ValueError(f"{len(targets)} targets for a batch of {batch} images")
+    if box_loss not in ("smooth_l1", "l1", "giou"):
+        raise ValueError(f"box_loss must be 'smooth_l1', 'l1' or 'giou', got {box_loss!r}")
+    if normalize not in ("batch", "image"):
+        raise ValueError(f"normalize must be 'batch' or 'image', got {normalize!r}")
+
+
+# Kept whole: the reference notebook 04's inline loss is checked against, read top to bottom (most of it is
+# the signature and docstring).
 def retinanet_loss(
     cls_logits: Tensor,
     box_deltas: Tensor,
@@ -380,20 +402,8 @@ def retinanet_loss(
         ``{"classification": Tensor[], "bbox_regression": Tensor[]}`` in float32 (their sum is
         the loss to minimise, as in torchvision).
     """
-    if cls_logits.dim() != 3 or box_deltas.shape != (*cls_logits.shape[:2], 4):
-        raise ValueError(
-            f"cls_logits must be [B, A, K] and box_deltas [B, A, 4]; got {list(cls_logits.shape)} "
-            f"and {list(box_deltas.shape)}"
-        )
-    batch, num_anchors, num_classes = cls_logits.shape
-    if anchors.shape != (num_anchors, 4):
-        raise ValueError(f"anchors must be [{num_anchors}, 4] to match the head outputs, got {list(anchors.shape)}")
-    if len(targets) != batch:
-        raise ValueError(f"{len(targets)} targets for a batch of {batch} images")
-    if box_loss not in ("smooth_l1", "l1", "giou"):
-        raise ValueError(f"box_loss must be 'smooth_l1', 'l1' or 'giou', got {box_loss!r}")
-    if normalize not in ("batch", "image"):
-        raise ValueError(f"normalize must be 'batch' or 'image', got {normalize!r}")
+    _check_loss_inputs(cls_logits, box_deltas, anchors, targets, box_loss, normalize)
+    batch, _, num_classes = cls_logits.shape
     if validate:
         validate_targets(targets, num_classes)
     box_coder = box_coder or BoxCoder()
