@@ -137,13 +137,25 @@ def coco_map_from_predictions(
         dataset: a ``CocoDetection`` or ``VOCDetection`` (or a ``Subset`` of one): it provides
             ``coco_api()``, ``label_to_category_id`` and ``classes``.
     """
-    from pycocotools.cocoeval import COCOeval
-
     base, _ = _dataset_parts(dataset)
     for attr in ("coco_api", "label_to_category_id", "classes"):
         if not hasattr(base, attr):
             raise ValueError(f"{type(base).__name__} has no {attr!r}: use a CocoDetection or VOCDetection")
     coco_gt = base.coco_api()
+    results, coco_ids, to_cat = _coco_results(base, image_ids, detections)
+    class_names = list(base.classes)
+    if not results:  # pycocotools cannot load an empty result list
+        return EvalResult(
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c: 0.0 for c in class_names}, None, class_names, "no detections"
+        )
+    cat_ids = [to_cat[label] for label in range(len(class_names))]
+    return _cocoeval(coco_gt, results, sorted(set(coco_ids)), cat_ids, class_names)
+
+
+def _coco_results(
+    base: Dataset, image_ids: Sequence[Any], detections: Sequence[dict[str, Tensor]]
+) -> tuple[list[dict[str, Any]], list[int], dict[int, int]]:
+    """``(one COCO result dict per box, the index's image id of each image, {label: category id})``."""
     # The readers map their ids to the index's integer ids; other datasets with a coco_api use theirs.
     if hasattr(base, "coco_image_ids"):
         coco_ids = base.coco_image_ids(list(image_ids))
@@ -160,19 +172,21 @@ def coco_map_from_predictions(
             results.append(
                 {"image_id": image_id, "category_id": to_cat[int(label)], "bbox": box, "score": float(score)}
             )
+    return results, coco_ids, to_cat
 
-    class_names = list(base.classes)
-    if not results:  # pycocotools cannot load an empty result list
-        return EvalResult(
-            0.0, 0.0, 0.0, 0.0, 0.0, 0.0, {c: 0.0 for c in class_names}, None, class_names, "no detections"
-        )
+
+def _cocoeval(
+    coco_gt, results: list[dict[str, Any]], img_ids: list[int], cat_ids: list[int], class_names
+) -> EvalResult:
+    """pycocotools' ``COCOeval`` of ``results`` on ``img_ids`` (its printout kept as the summary)."""
+    from pycocotools.cocoeval import COCOeval
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.params.imgIds = sorted(set(coco_ids))
-        ev.params.catIds = [to_cat[label] for label in range(len(class_names))]
+        ev.params.imgIds = img_ids
+        ev.params.catIds = cat_ids
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
