@@ -25,6 +25,24 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture
+def scored_anchors():
+    """Many easy negatives, a few hard ones, a handful of positives: the shape of a detector's batch.
+
+    Returns ``(logits, targets)``: ``Tensor[20000]`` each, targets 0/1 (seed 0).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    targets = (torch.rand(n, generator=g) < 0.005).float()
+    hard = torch.rand(n, generator=g) < 0.03
+    noise = torch.randn(n, generator=g)
+    logits = torch.where(hard, -1.0 + 1.5 * noise, -5.0 + noise)
+    logits = torch.where(targets > 0, 1.0 + 2.0 * noise, logits)
+    return logits, targets
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
     """Close every matplotlib figure a test left open (pyplot keeps them alive otherwise)."""

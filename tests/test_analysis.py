@@ -25,19 +25,6 @@ from retina_edu.anchors import AnchorGenerator, anchors_per_level, generate_anch
 from retina_edu.matching import BACKGROUND, IGNORE, match_anchors
 
 
-@pytest.fixture
-def scored_anchors() -> tuple[torch.Tensor, torch.Tensor]:
-    """Many easy negatives, a few hard ones, a handful of positives: the shape of a detector's batch."""
-    g = torch.Generator().manual_seed(0)
-    n = 20_000
-    targets = (torch.rand(n, generator=g) < 0.005).float()
-    hard = torch.rand(n, generator=g) < 0.03
-    noise = torch.randn(n, generator=g)
-    logits = torch.where(hard, -1.0 + 1.5 * noise, -5.0 + noise)
-    logits = torch.where(targets > 0, 1.0 + 2.0 * noise, logits)
-    return logits, targets
-
-
 def _focal_float64(x: np.ndarray, t: np.ndarray, gamma: float, alpha: float | None) -> np.ndarray:
     """The paper's FL(p_t) = -α_t (1 - p_t)^γ log p_t, in numpy float64."""
     p = 1 / (1 + np.exp(-x))

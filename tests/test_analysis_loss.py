@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from test_losses import make_batch  # the random batch the loss tests use (tests/ is on sys.path)
 from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 from torchvision.models.detection._utils import Matcher
 
@@ -19,23 +20,7 @@ from retina_edu.analysis import (
     positive_box_targets,
     quadratic_share,
 )
-from retina_edu.anchors import generate_anchors
 from retina_edu.losses import SMOOTH_L1_BETA, retinanet_loss
-
-
-def _batch(objects_per_image: list[int], num_classes: int = 3, size: int = 128, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    anchors = generate_anchors((size, size))
-    targets = []
-    for n in objects_per_image:
-        xy = torch.rand(n, 2, generator=g) * size * 0.7
-        wh = torch.rand(n, 2, generator=g) * size * 0.4 + 6
-        labels = torch.randint(0, num_classes, (n,), generator=g)
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": labels})
-    b = len(objects_per_image)
-    cls_logits = torch.randn(b, anchors.shape[0], num_classes, generator=g) - 3
-    box_deltas = torch.randn(b, anchors.shape[0], 4, generator=g) * 0.3
-    return cls_logits, box_deltas, anchors, targets
 
 
 def _smooth_l1_numpy(x: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +63,7 @@ def test_box_losses_vs_offset_rejects_negative_beta():
 
 @pytest.mark.parametrize("objects", [[3, 0, 5], [1], [0, 0]])
 def test_positive_box_targets_match_a_per_image_torchvision_matcher(objects):
-    _, _, anchors, targets = _batch(objects)
+    _, _, anchors, targets = make_batch(objects)
     got = positive_box_targets(anchors, targets)
     coder, matcher = TVBoxCoder((1.0, 1.0, 1.0, 1.0)), Matcher(0.5, 0.4, True)
     deltas, images = [], []
@@ -96,7 +81,7 @@ def test_positive_box_targets_match_a_per_image_torchvision_matcher(objects):
 
 
 def test_box_losses_per_anchor_match_torchvision_losses():
-    _, _, anchors, targets = _batch([4, 2], seed=3)
+    _, _, anchors, targets = make_batch([4, 2], seed=3)
     pos = positive_box_targets(anchors, targets)
     g = torch.Generator().manual_seed(0)
     pred = 0.2 * torch.randn(pos["deltas"].shape, generator=g, dtype=torch.float64)
@@ -113,7 +98,7 @@ def test_box_losses_per_anchor_match_torchvision_losses():
 
 
 def test_box_losses_per_anchor_of_the_anchor_itself_is_the_l1_norm_of_the_targets():
-    _, _, anchors, targets = _batch([3])
+    _, _, anchors, targets = make_batch([3])
     pos = positive_box_targets(anchors, targets)
     got = box_losses_per_anchor(pos["anchors"], pos["boxes"])
     torch.testing.assert_close(got["l1"], pos["deltas"].double().abs().sum(1), rtol=1e-6, atol=1e-6)
@@ -133,7 +118,7 @@ def test_quadratic_share_counts_errors_strictly_inside_the_band():
 @pytest.mark.parametrize("normalize", ["batch", "image"])
 @pytest.mark.parametrize("box,beta", [("smooth_l1", SMOOTH_L1_BETA), ("l1", 0.0), ("giou", 0.0)])
 def test_normalised_sums_equal_retinanet_loss(objects, normalize, box, beta):
-    cls_logits, box_deltas, anchors, targets = _batch(objects)
+    cls_logits, box_deltas, anchors, targets = make_batch(objects)
     sums = loss_sums_per_image(cls_logits, box_deltas, anchors, targets, box_loss=box, beta=beta)
     got = normalise_loss(sums, normalize)
     expected = retinanet_loss(cls_logits, box_deltas, anchors, targets, normalize=normalize, box_loss=box, beta=beta)
@@ -143,7 +128,7 @@ def test_normalised_sums_equal_retinanet_loss(objects, normalize, box, beta):
 
 
 def test_loss_sums_per_image_match_a_float64_per_image_reference():
-    cls_logits, box_deltas, anchors, targets = _batch([2, 0, 4])
+    cls_logits, box_deltas, anchors, targets = make_batch([2, 0, 4])
     sums = loss_sums_per_image(cls_logits, box_deltas, anchors, targets)
     coder, matcher = TVBoxCoder((1.0, 1.0, 1.0, 1.0)), Matcher(0.5, 0.4, True)
     for i, (logits, deltas, t) in enumerate(zip(cls_logits.double(), box_deltas.double(), targets)):
@@ -180,6 +165,6 @@ def test_normalisers_weigh_images_as_documented():
 
 
 def test_loss_sums_per_image_rejects_unknown_box_loss():
-    cls_logits, box_deltas, anchors, targets = _batch([1])
+    cls_logits, box_deltas, anchors, targets = make_batch([1])
     with pytest.raises(ValueError, match="box_loss must be"):
         loss_sums_per_image(cls_logits, box_deltas, anchors, targets, box_loss="l2")

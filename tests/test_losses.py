@@ -147,6 +147,8 @@ def reference_loss(cls_logits, box_deltas, anchors, targets, normalize="batch", 
 
 
 def make_batch(objects_per_image, num_classes=3, size=128, seed=0):
+    """``(cls_logits [B, A, K], box_deltas [B, A, 4], anchors [A, 4], targets)`` of random boxes on a
+    ``size``-pixel image, ``objects_per_image[i]`` in image i (also used by test_analysis_loss)."""
     g = torch.Generator().manual_seed(seed)
     anchors = generate_anchors((size, size))
     targets = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipywidgets as widgets
 import numpy as np
 import pytest
-import torch
 
 from retina_edu.viz import (
     FOCAL_GAMMAS,
@@ -18,19 +17,6 @@ from retina_edu.viz import (
     plot_focal_loss_panels,
     plot_loss_shares,
 )
-
-
-@pytest.fixture
-def scored_anchors() -> tuple[torch.Tensor, torch.Tensor]:
-    """Many easy negatives, a few hard ones, a handful of positives: the shape of a detector's batch."""
-    g = torch.Generator().manual_seed(0)
-    n = 20_000
-    targets = (torch.rand(n, generator=g) < 0.005).float()
-    hard = torch.rand(n, generator=g) < 0.03
-    noise = torch.randn(n, generator=g)
-    logits = torch.where(hard, -1.0 + 1.5 * noise, -5.0 + noise)
-    logits = torch.where(targets > 0, 1.0 + 2.0 * noise, logits)
-    return logits, targets
 
 
 def _closed_form(p: np.ndarray, gamma: float, alpha: float | None) -> tuple[np.ndarray, np.ndarray]:
