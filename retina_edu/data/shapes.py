@@ -473,24 +473,10 @@ def make_shapes(
         ValueError: a parameter is out of range.
     """
     cfg = ShapesConfig(image_size, min_size, max_size, max_objects, empty_fraction, max_iou).resolved()
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"make_shapes: num_images must be an int >= 1, got {num_images!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"make_shapes: seed must be an int >= 0, got {seed!r}")
-    if workers is not None and workers < 0:
-        raise ValueError(f"make_shapes: workers must be >= 0 or None, got {workers!r}")
+    _check_counts(num_images, seed, workers)
     root = Path(root)
-    if root.exists() and not overwrite:
-        if (root / ANNOTATIONS_FILE).exists():
-            raise FileExistsError(
-                f"{root} already holds a dataset ({ANNOTATIONS_FILE} is there); pass overwrite=True "
-                f"(CLI: --overwrite) to replace it, or delete the folder first"
-            )
-        if not root.is_dir() or any(root.iterdir()):
-            raise FileExistsError(
-                f"{root} exists and is not an empty folder; pass overwrite=True (CLI: --overwrite) to "
-                f"replace it, or choose another folder"
-            )
+    if not overwrite:
+        _check_free(root)
     workers = _available_cpus() if workers is None else workers
 
     def build(folder: Path) -> None:
@@ -502,6 +488,33 @@ def make_shapes(
 
     replace_folder_atomic(root, build)
     return root
+
+
+def _check_counts(num_images: int, seed: int, workers: int | None) -> None:
+    """``make_shapes``'s whole-number arguments, each in its range."""
+    if not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"make_shapes: num_images must be an int >= 1, got {num_images!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"make_shapes: seed must be an int >= 0, got {seed!r}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"make_shapes: workers must be >= 0 or None, got {workers!r}")
+
+
+def _check_free(root: Path) -> None:
+    """A ``FileExistsError`` unless ``root`` is missing or an empty folder (a dataset is never replaced
+    without ``overwrite``)."""
+    if not root.exists():
+        return
+    if (root / ANNOTATIONS_FILE).exists():
+        raise FileExistsError(
+            f"{root} already holds a dataset ({ANNOTATIONS_FILE} is there); pass overwrite=True "
+            f"(CLI: --overwrite) to replace it, or delete the folder first"
+        )
+    if not root.is_dir() or any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} exists and is not an empty folder; pass overwrite=True (CLI: --overwrite) to "
+            f"replace it, or choose another folder"
+        )
 
 
 def _existing_info(path: Path) -> dict[str, Any] | None:
