@@ -53,6 +53,7 @@ def test_coco_api_is_pycocotools_on_the_same_file_and_silent(tiny_shapes: Path, 
 
 
 def _write_png(path: Path, width: int, height: int, mode: str = "RGB") -> None:
+    """A PNG of random pixels at ``path`` (also used by test_data_voc and test_data_download)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     channels = {"RGB": 3, "RGBA": 4, "L": None}[mode]

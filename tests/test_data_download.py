@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data_coco import _write_png  # a random PNG of a given size and mode (tests/ is on sys.path)
 from torchvision.ops import masks_to_boxes
 
 from retina_edu.data import (
@@ -32,14 +33,6 @@ from retina_edu.data import (
 
 def _load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-def _write_png(path: Path, width: int, height: int, mode: str = "RGB") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    channels = {"RGB": 3, "RGBA": 4, "L": None}[mode]
-    shape = (height, width) if channels is None else (height, width, channels)
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

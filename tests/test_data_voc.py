@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_data_coco import _write_png  # a random PNG of a given size and mode (tests/ is on sys.path)
 from torchvision.ops import box_convert
 
 from retina_edu.data import VOCDetection, open_dataset
-
-
-def _write_png(path: Path, width: int, height: int, mode: str = "RGB") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    channels = {"RGB": 3, "RGBA": 4, "L": None}[mode]
-    shape = (height, width) if channels is None else (height, width, channels)
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
 
 
 def _voc_xml(filename: str | None, objects: list[dict], size: tuple[int, int] | None = (32, 24)) -> str:
