@@ -129,6 +129,15 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] | None = None) -> Axes:
     return ax
 
 
+def _axes_row(axes: Sequence[Axes] | None, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, Sequence[Axes]]:
+    """``(figure, axes)`` of the panels given, or, when ``axes`` is ``None``, of a new 1 x ``ncols`` pyplot figure."""
+    if axes is not None:
+        return axes[0].figure, axes
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=figsize)
+
+
 def new_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
     """``fig`` cleared (an explorer's own bare ``Figure``, redrawn in place), or a new pyplot figure."""
     if fig is not None:

@@ -21,7 +21,7 @@ so text and lines stay crisp on a HiDPI screen instead of being a small bitmap s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -142,3 +142,14 @@ def float_slider(
     if css_class is not None:
         slider.add_class(css_class)
     return slider
+
+
+def image_selector(names: Sequence[str] | None, count: int) -> widgets.Dropdown:
+    """A dropdown over ``count`` images, named ``names`` (default ``"image 0"``, ...), the first selected."""
+    names = [f"image {i}" for i in range(count)] if names is None else list(names)
+    return widgets.Dropdown(
+        options=[(name, i) for i, name in enumerate(names)],
+        value=0,
+        description="image",
+        layout=widgets.Layout(width="200px"),
+    )

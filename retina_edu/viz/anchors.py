@@ -83,9 +83,6 @@ def draw_anchor_level(
         ``{"centres": PathCollection, "boxes": [Rectangle], "highlight": Rectangle,
         "anchor": (w, h), "grid": (H_l, W_l)}``.
     """
-    from matplotlib import colormaps
-    from matplotlib.patches import Rectangle
-
     generator = AnchorGenerator() if generator is None else generator
     array = to_display_array(image)
     height, width = array.shape[:2]
@@ -94,8 +91,59 @@ def draw_anchor_level(
     centres = (grid[..., :2] + grid[..., 2:]) / 2
 
     show_image(ax, array)
+    dots = _draw_centres(ax, centres)
+    color = class_color(ratio_index)
+    boxes, step = _draw_thinned_anchors(ax, grid, max_boxes, color, color_by_location)
+    highlight, (anchor_w, anchor_h) = _draw_central_anchor(ax, grid, centres, (height, width), color)
+    _frame_with_margin(ax, (height, width), margin)
+    title = _level_title(generator, level, scale_index, ratio_index, (grid_h, grid_w), (anchor_w, anchor_h), step)
+    ax.set_title(title, fontsize=8)
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
+    return {
+        "centres": dots,
+        "boxes": boxes,
+        "highlight": highlight,
+        "anchor": (anchor_w, anchor_h),
+        "grid": (grid_h, grid_w),
+    }
+
+
+def _frame_with_margin(ax: Axes, size: tuple[int, int], margin: float) -> None:
+    """Extend the view ``margin`` of the image's larger side past each edge, on grey: anchors spilling
+    out of the image show."""
+    height, width = size
+    pad = margin * max(height, width)
+    ax.set_xlim(-pad, width + pad)
+    ax.set_ylim(height + pad, -pad)
+    ax.set_axis_on()
+    ax.set_facecolor("#e8e8e8")
+    ax.tick_params(labelsize=7)
+
+
+def _level_title(
+    generator: AnchorGenerator,
+    level: int,
+    scale_index: int,
+    ratio_index: int,
+    grid: tuple[int, int],
+    anchor: tuple[float, float],
+    step: int,
+) -> str:
+    """Two lines: the level, its grid, the anchor's size and shape; which locations are drawn."""
+    suffix = "th" if 10 <= step % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(step % 10, "th")
+    shown = "all locations" if step == 1 else f"every {step}{suffix} location"
+    return (
+        f"{level_name(level)} (stride {generator.strides[level]}, grid {grid[0]}x{grid[1]}): "
+        f"{_size_text(generator, level, scale_index)}, h/w {generator.aspect_ratios[ratio_index]:g}\n"
+        f"anchor {anchor[0]:.1f} x {anchor[1]:.1f} px, drawn at {shown}"
+    )
+
+
+def _draw_centres(ax: Axes, centres: Any) -> Any:
+    """Every anchor centre of a level (``[H_l, W_l, 2]``) as a dot: small and faint on a dense grid."""
+    grid_h, grid_w = centres.shape[:2]
     dense = grid_h * grid_w > 400
-    dots = ax.scatter(
+    return ax.scatter(
         centres[..., 0].reshape(-1),
         centres[..., 1].reshape(-1),
         s=1.5 if dense else 14,
@@ -106,11 +154,20 @@ def draw_anchor_level(
         zorder=3,
         label=f"{grid_h * grid_w} anchor centres",
     )
-    # Thin the locations evenly in both directions so that at most max_boxes rectangles are drawn.
+
+
+def _draw_thinned_anchors(
+    ax: Axes, grid: Any, max_boxes: int, color: Any, color_by_location: bool
+) -> tuple[list[Any], int]:
+    """The anchors of ``grid`` (``[H_l, W_l, 4]`` xyxy) at every ``step``-th location in both directions,
+    ``step`` the smallest that draws at most ``max_boxes``: ``(rectangles, step)``."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    grid_h, grid_w = grid.shape[:2]
     step = 1
     while math.ceil(grid_h / step) * math.ceil(grid_w / step) > max(1, max_boxes):
         step += 1
-    color = class_color(ratio_index)
     boxes = []
     for k, (x1, y1, x2, y2) in enumerate(grid[::step, ::step].reshape(-1, 4).tolist()):
         edge = colormaps["tab20"](k % 20) if color_by_location else color
@@ -119,34 +176,22 @@ def draw_anchor_level(
                 Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=edge, linewidth=1.0, alpha=0.9, zorder=4)
             )
         )
+    return boxes, step
+
+
+def _draw_central_anchor(
+    ax: Axes, grid: Any, centres: Any, size: tuple[int, int], color: Any
+) -> tuple[Any, tuple[float, float]]:
+    """The anchor nearest the image centre, drawn thick: ``(rectangle, (w, h))``."""
+    from matplotlib.patches import Rectangle
+
+    height, width = size
     centre_distance = ((centres.reshape(-1, 2) - [width / 2, height / 2]) ** 2).sum(-1)
     x1, y1, x2, y2 = grid.reshape(-1, 4)[int(centre_distance.argmin())].tolist()
     highlight = ax.add_patch(
         Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2.5, zorder=5)
     )
-    pad = margin * max(height, width)
-    ax.set_xlim(-pad, width + pad)
-    ax.set_ylim(height + pad, -pad)
-    ax.set_axis_on()
-    ax.set_facecolor("#e8e8e8")
-    ax.tick_params(labelsize=7)
-    anchor_w, anchor_h = x2 - x1, y2 - y1
-    suffix = "th" if 10 <= step % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(step % 10, "th")
-    shown = "all locations" if step == 1 else f"every {step}{suffix} location"
-    ax.set_title(
-        f"{level_name(level)} (stride {generator.strides[level]}, grid {grid_h}x{grid_w}): "
-        f"{_size_text(generator, level, scale_index)}, h/w {generator.aspect_ratios[ratio_index]:g}\n"
-        f"anchor {anchor_w:.1f} x {anchor_h:.1f} px, drawn at {shown}",
-        fontsize=8,
-    )
-    ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
-    return {
-        "centres": dots,
-        "boxes": boxes,
-        "highlight": highlight,
-        "anchor": (anchor_w, anchor_h),
-        "grid": (grid_h, grid_w),
-    }
+    return highlight, (x2 - x1, y2 - y1)
 
 
 def anchor_figure(
@@ -212,14 +257,39 @@ def anchor_explorer(
         ``"ratio"``, a readout (:func:`anchor_readout`) and the figure; ``.result`` is what
         :func:`draw_anchor_level` returned.
     """
-    import ipywidgets as widgets
     from matplotlib.figure import Figure
 
     from ._explorer import Explorer
 
     generator = AnchorGenerator() if generator is None else generator
+    controls = _anchor_controls(generator, level, scale_index, ratio_index)
+    figure = Figure(figsize=figsize)
+
+    def draw(values: dict[str, Any]) -> dict[str, Any]:
+        figure.clear()
+        drawn = draw_anchor_level(
+            figure.add_subplot(),
+            image,
+            values["level"],
+            values["scale"],
+            values["ratio"],
+            generator,
+            max_boxes=max_boxes,
+        )
+        figure.tight_layout()
+        return drawn
+
+    return Explorer(
+        controls, draw, figure, readout=lambda drawn, values: anchor_readout(drawn, generator, values["level"])
+    )
+
+
+def _anchor_controls(generator: AnchorGenerator, level: int, scale_index: int, ratio_index: int) -> dict[str, Any]:
+    """The anchor explorer's controls: a level dropdown, a scale and an aspect-ratio slider."""
+    import ipywidgets as widgets
+
     style = {"description_width": "50px"}
-    controls = {
+    return {
         "level": widgets.Dropdown(
             options=[(f"{level_name(i)} (stride {s})", i) for i, s in enumerate(generator.strides)],
             value=level,
@@ -242,22 +312,3 @@ def anchor_explorer(
             style=style,
         ),
     }
-    figure = Figure(figsize=figsize)
-
-    def draw(values: dict[str, Any]) -> dict[str, Any]:
-        figure.clear()
-        drawn = draw_anchor_level(
-            figure.add_subplot(),
-            image,
-            values["level"],
-            values["scale"],
-            values["ratio"],
-            generator,
-            max_boxes=max_boxes,
-        )
-        figure.tight_layout()
-        return drawn
-
-    return Explorer(
-        controls, draw, figure, readout=lambda drawn, values: anchor_readout(drawn, generator, values["level"])
-    )

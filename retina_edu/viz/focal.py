@@ -7,14 +7,14 @@ The curves come from :func:`retina_edu.analysis.focal_loss_vs_pt`, the shares fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..analysis import LOSS_GROUPS, focal_loss_both_sides, focal_loss_vs_pt, illustrative_batch, loss_shares
 from ..losses import ALPHA
-from ._common import ArrayLike, _axes, format_times
+from ._common import ArrayLike, _axes, _axes_row, format_times
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -216,12 +216,7 @@ def plot_focal_loss_panels(
     Returns:
         The figure.
     """
-    if axes is None:
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    else:
-        fig = axes[0].figure
+    fig, axes = _axes_row(axes, 3, (10, 3))
     _FocalPanels(axes, p_mark).update(gamma, alpha)
     fig.tight_layout()
     return fig
@@ -264,12 +259,55 @@ def focal_loss_explorer(
     Returns:
         The explorer (an ``ipywidgets.VBox``).
     """
-    import ipywidgets as widgets
     from matplotlib.figure import Figure
 
-    from ._explorer import Explorer, float_slider
+    from ._explorer import Explorer
 
-    controls = {
+    controls = _focal_controls(gamma, alpha)
+    logits, targets, batch = _explorer_batch(logits, targets, batch)
+    shares = _shares_with_ce(logits, targets)
+    figure = Figure(figsize=(10, 3), dpi=80)
+    panels = _FocalPanels(figure.subplots(1, 3), p_mark)
+
+    def adjust(changed: str, values: dict[str, Any]) -> None:
+        controls["alpha"].disabled = bool(values["no_alpha"])
+
+    def draw(values: dict[str, Any]) -> dict[str, Any]:
+        gamma_, alpha_ = float(values["gamma"]), _current_alpha(values)
+        result: dict[str, Any] = panels.update(gamma_, alpha_)
+        result["shares"], result["ce_shares"] = shares(gamma_, alpha_)
+        figure.tight_layout()
+        return result
+
+    return Explorer(
+        controls,
+        draw,
+        figure,
+        readout=lambda result, values: _focal_readout(result, values, p_mark, batch),
+        adjust=adjust,
+        css_class="focal-loss-explorer",
+        readout_class="focal-readout",
+    )
+
+
+def _current_alpha(values: dict[str, Any]) -> float | None:
+    """The focal-loss explorer's α: None while its "no α" box is ticked."""
+    return None if values["no_alpha"] else float(values["alpha"])
+
+
+def _focal_readout(result: dict[str, Any], values: dict[str, Any], p_mark: float, batch: str) -> str:
+    return focal_loss_readout(
+        float(values["gamma"]), _current_alpha(values), p_mark, result["shares"], result["ce_shares"], batch
+    )
+
+
+def _focal_controls(gamma: float, alpha: float | None) -> dict[str, Any]:
+    """The focal-loss explorer's controls: γ, α, and a "no α" box that disables the α slider."""
+    import ipywidgets as widgets
+
+    from ._explorer import float_slider
+
+    return {
         "gamma": _gamma_slider(gamma, "focal-gamma"),
         "alpha": float_slider(
             ALPHA if alpha is None else alpha, 0.0, 1.0, 0.05, "α", css_class="focal-alpha", disabled=alpha is None
@@ -278,47 +316,33 @@ def focal_loss_explorer(
             value=alpha is None, description="no α", indent=False, layout=widgets.Layout(width="80px")
         ),
     }
+
+
+def _explorer_batch(
+    logits: ArrayLike | None, targets: ArrayLike | None, batch: str | None
+) -> tuple[ArrayLike, ArrayLike, str]:
+    """``(logits, targets, name)`` of the batch whose loss shares an explorer reads out: the one given, or
+    notebook 03's made-up batch."""
     if (logits is None) != (targets is None):
         raise ValueError("focal_loss_explorer: give both logits and targets, or neither")
     if logits is None:
         logits, targets = illustrative_batch(num_positive=100)  # 50k decisions: a redraw stays under a second
         batch = batch or "a made-up batch (1 positive per 500 negatives, as in section 5)"
-    batch = batch or "the batch"
-    figure = Figure(figsize=(10, 3), dpi=80)
-    panels = _FocalPanels(figure.subplots(1, 3), p_mark)
+    return logits, targets, batch or "the batch"
 
-    def current_alpha(values: dict[str, Any]) -> float | None:
-        return None if values["no_alpha"] else float(values["alpha"])
 
-    def adjust(changed: str, values: dict[str, Any]) -> None:
-        controls["alpha"].disabled = bool(values["no_alpha"])
+def _shares_with_ce(logits: ArrayLike, targets: ArrayLike) -> Callable[[float, float | None], tuple[dict, dict]]:
+    """``shares(γ, α) -> (loss_shares at (γ, α), loss_shares of CE at α)`` for one batch; CE's are
+    computed once per α (they do not depend on γ)."""
+    ce_cache: dict[float | None, dict[str, float]] = {}
 
-    ce_cache: dict[float | None, dict[str, float]] = {}  # CE's shares depend on α only
+    def shares(gamma: float, alpha: float | None) -> tuple[dict, dict]:
+        focal = loss_shares(logits, targets, gamma, alpha)
+        if alpha not in ce_cache:
+            ce_cache[alpha] = loss_shares(logits, targets, 0.0, alpha)
+        return focal, ce_cache[alpha]
 
-    def draw(values: dict[str, Any]) -> dict[str, Any]:
-        gamma_, alpha_ = float(values["gamma"]), current_alpha(values)
-        result: dict[str, Any] = panels.update(gamma_, alpha_)
-        result["shares"] = loss_shares(logits, targets, gamma_, alpha_)
-        if alpha_ not in ce_cache:
-            ce_cache[alpha_] = loss_shares(logits, targets, 0.0, alpha_)
-        result["ce_shares"] = ce_cache[alpha_]
-        figure.tight_layout()
-        return result
-
-    def readout(result: dict[str, Any], values: dict[str, Any]) -> str:
-        return focal_loss_readout(
-            float(values["gamma"]), current_alpha(values), p_mark, result["shares"], result["ce_shares"], batch
-        )
-
-    return Explorer(
-        controls,
-        draw,
-        figure,
-        readout=readout,
-        adjust=adjust,
-        css_class="focal-loss-explorer",
-        readout_class="focal-readout",
-    )
+    return shares
 
 
 def _draw_share_bars(ax: Axes, columns: Sequence[tuple[str, Mapping[str, float]]]) -> None:

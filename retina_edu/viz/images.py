@@ -110,30 +110,42 @@ def draw_boxes(
     for i, (x1, y1, x2, y2) in enumerate(xyxy):
         rect = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=box_colors[i], linewidth=linewidth)
         rectangles.append(ax.add_patch(rect))
-        parts = []
-        if labels_np is not None:
-            label = int(labels_np[i])
-            named = class_names is not None and 0 <= label < len(class_names)
-            parts.append(class_names[label] if named else str(label))
-        if scores_np is not None:
-            parts.append(f"{scores_np[i]:.2f}")
-        if parts:
-            captions.append(
-                ax.text(
-                    x1,
-                    y1,
-                    " ".join(parts),
-                    fontsize=fontsize,
-                    color="white",
-                    va="bottom",
-                    ha="left",
-                    clip_on=True,
-                    bbox={"facecolor": box_colors[i], "alpha": 0.8, "pad": 1.0, "edgecolor": "none"},
-                )
-            )
+        text = _caption_text(i, labels_np, scores_np, class_names)
+        if text is not None:
+            captions.append(_add_caption(ax, x1, y1, text, box_colors[i], fontsize))
             captioned.append((x1, y1, x2, y2))
     _place_captions(ax, captions, captioned)
     return rectangles + captions
+
+
+def _caption_text(
+    i: int, labels: np.ndarray | None, scores: np.ndarray | None, class_names: Sequence[str] | None
+) -> str | None:
+    """Box ``i``'s caption: its class name (or label number) and its score with two decimals; None without
+    labels and scores."""
+    parts = []
+    if labels is not None:
+        label = int(labels[i])
+        named = class_names is not None and 0 <= label < len(class_names)
+        parts.append(class_names[label] if named else str(label))
+    if scores is not None:
+        parts.append(f"{scores[i]:.2f}")
+    return " ".join(parts) if parts else None
+
+
+def _add_caption(ax: Axes, x: float, y: float, text: str, color: Any, fontsize: float) -> Text:
+    """White text on a box of ``color`` at the box's top-left corner (``_place_captions`` may move it)."""
+    return ax.text(
+        x,
+        y,
+        text,
+        fontsize=fontsize,
+        color="white",
+        va="bottom",
+        ha="left",
+        clip_on=True,
+        bbox={"facecolor": color, "alpha": 0.8, "pad": 1.0, "edgecolor": "none"},
+    )
 
 
 def _place_captions(ax: Axes, captions: Sequence[Text], boxes: Sequence[Sequence[float]]) -> None:

@@ -128,14 +128,7 @@ def draw_nms(
     """
     from matplotlib.patches import Rectangle
 
-    boxes_np = boxes_xyxy(boxes, where="draw_nms")
-    scores_np = to_numpy(scores).reshape(-1).astype(np.float64)
-    labels_np = None if labels is None else to_numpy(labels).reshape(-1).astype(np.int64)
-    if len(scores_np) != len(boxes_np) or (labels_np is not None and len(labels_np) != len(boxes_np)):
-        raise ValueError(
-            f"draw_nms: {len(boxes_np)} boxes, {len(scores_np)} scores"
-            + ("" if labels_np is None else f", {len(labels_np)} labels")
-        )
+    boxes_np, scores_np, labels_np = _nms_candidates(boxes, scores, labels)
     show = scores_np >= score_thresh
     boxes_np, scores_np = boxes_np[show], scores_np[show]
     labels_np = None if labels_np is None else labels_np[show]
@@ -154,19 +147,7 @@ def draw_nms(
             )
         )
     kept_labels = None if labels_np is None else labels_np[keep]
-    if captions:
-        draw_boxes(
-            ax,
-            boxes_np[keep],
-            labels=kept_labels,
-            scores=scores_np[keep],
-            class_names=class_names,
-            linewidth=1.2,
-            fontsize=6,
-        )
-    else:  # colour by class, no text
-        colors = DEFAULT_COLOR if kept_labels is None else [class_color(label) for label in kept_labels]
-        draw_boxes(ax, boxes_np[keep], colors=colors, linewidth=1.2)
+    _draw_kept(ax, boxes_np[keep], scores_np[keep], kept_labels, class_names, captions)
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     counts = {"candidates": int(len(boxes_np)), "kept": int(len(keep))}
@@ -175,6 +156,37 @@ def draw_nms(
     )
     ax.set_title(f"{title}\n{text}" if title else text, fontsize=8)
     return counts
+
+
+def _nms_candidates(
+    boxes: BoxesLike, scores: ArrayLike, labels: ArrayLike | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(boxes [N, 4] xyxy, scores [N] float64, labels [N] int64 or None)`` as arrays, checked to be as many."""
+    boxes_np = boxes_xyxy(boxes, where="draw_nms")
+    scores_np = to_numpy(scores).reshape(-1).astype(np.float64)
+    labels_np = None if labels is None else to_numpy(labels).reshape(-1).astype(np.int64)
+    if len(scores_np) != len(boxes_np) or (labels_np is not None and len(labels_np) != len(boxes_np)):
+        raise ValueError(
+            f"draw_nms: {len(boxes_np)} boxes, {len(scores_np)} scores"
+            + ("" if labels_np is None else f", {len(labels_np)} labels")
+        )
+    return boxes_np, scores_np, labels_np
+
+
+def _draw_kept(
+    ax: Axes,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: Sequence[str] | None,
+    captions: bool,
+) -> None:
+    """The boxes NMS kept, in their class colour, with a "class score" caption unless ``captions`` is False."""
+    if captions:
+        draw_boxes(ax, boxes, labels=labels, scores=scores, class_names=class_names, linewidth=1.2, fontsize=6)
+    else:  # colour by class, no text
+        colors = DEFAULT_COLOR if labels is None else [class_color(label) for label in labels]
+        draw_boxes(ax, boxes, colors=colors, linewidth=1.2)
 
 
 def nms_readout(counts: dict[str, int], iou_thresh: float, score_thresh: float) -> str:
@@ -327,42 +339,27 @@ def threshold_nms_explorer(
         ``"image"``, the readout :func:`threshold_nms_readout`; ``.result`` is the last
         :func:`retina_edu.analysis.threshold_and_nms` result.
     """
-    import ipywidgets as widgets
     from matplotlib.figure import Figure
 
-    from ._explorer import Explorer, float_slider
+    from ._explorer import Explorer, float_slider, image_selector
 
     if not (len(images) == len(candidates) == len(targets)) or not images:
         raise ValueError(
             f"threshold_nms_explorer: {len(images)} images, {len(candidates)} candidate sets, {len(targets)} targets"
         )
-    names = [f"image {i}" for i in range(len(images))] if names is None else list(names)
     style = {"description_width": "70px"}
     controls = {
         "score": float_slider(score_thresh, 0.05, 0.95, 0.05, "score ≥", style=style, css_class="nms-score"),
         "iou": float_slider(nms_iou, 0.1, 1.0, 0.05, "NMS IoU", style=style, css_class="nms-iou"),
-        "image": widgets.Dropdown(
-            options=[(name, i) for i, name in enumerate(names)],
-            value=0,
-            description="image",
-            layout=widgets.Layout(width="200px"),
-        ),
+        "image": image_selector(names, len(images)),
     }
     figure = Figure(figsize=figsize, dpi=80)
     ax = figure.subplots()
 
     def draw(values: dict[str, Any]) -> dict[str, Any]:
         ax.clear()
-        index = int(values["image"])
-        result = draw_threshold_nms(
-            ax,
-            images[index],
-            candidates[index],
-            targets[index]["boxes"],
-            targets[index]["labels"],
-            float(values["score"]),
-            float(values["iou"]),
-        )
+        i, score, iou = int(values["image"]), float(values["score"]), float(values["iou"])
+        result = draw_threshold_nms(ax, images[i], candidates[i], targets[i]["boxes"], targets[i]["labels"], score, iou)
         figure.tight_layout()
         return result
 

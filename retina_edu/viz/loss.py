@@ -16,7 +16,7 @@ import torch
 
 from ..analysis import box_losses_vs_offset, normalise_loss, quadratic_share
 from ..losses import SMOOTH_L1_BETA
-from ._common import _axes
+from ._common import _axes, _axes_row
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -115,12 +115,7 @@ def plot_box_loss_curves(deltas: Any, beta: float = SMOOTH_L1_BETA, axes: Sequen
     Returns:
         The figure.
     """
-    if axes is None:
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    else:
-        fig = axes[0].figure
+    fig, axes = _axes_row(axes, 2, (9, 3))
     _BoxLossPanels(axes, deltas).update(beta)
     fig.tight_layout()
     return fig
@@ -170,12 +165,7 @@ def plot_normalisers(
         The figure (right: bars of :func:`retina_edu.analysis.normalise_loss`'s ``per_image``,
         as a share of the loss, batch then image).
     """
-    if axes is None:
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(8, 2.8))
-    else:
-        fig = axes[0].figure
+    fig, axes = _axes_row(axes, 2, (8, 2.8))
     positives = torch.as_tensor(sums["positives"]).numpy()
     names = list(names) if names is not None else [f"image {i}" for i in range(len(positives))]
     x = np.arange(len(positives))

@@ -195,11 +195,10 @@ def loss_map_explorer(
     import ipywidgets as widgets
     from matplotlib.figure import Figure
 
-    from ._explorer import Explorer, float_slider
+    from ._explorer import Explorer, float_slider, image_selector
 
     if len(images) != len(outputs) or not images:
         raise ValueError(f"loss_map_explorer: {len(images)} images but {len(outputs)} outputs")
-    names = [f"image {i}" for i in range(len(images))] if names is None else list(names)
     num_levels = len(outputs[0]["grid_sizes"])
     controls = {
         "gamma": float_slider(gamma, 0.0, 5.0, 0.25, "γ", css_class="lossmap-gamma"),
@@ -210,46 +209,16 @@ def loss_map_explorer(
             description="level",
             layout=widgets.Layout(width="150px"),
         ),
-        "image": widgets.Dropdown(
-            options=[(name, i) for i, name in enumerate(names)],
-            value=0,
-            description="image",
-            layout=widgets.Layout(width="200px"),
-        ),
+        "image": image_selector(names, len(images)),
     }
     figure = Figure(figsize=figsize, dpi=80)
 
     def draw(values: dict[str, Any]) -> dict[str, Any]:
         index, level_index = int(values["image"]), int(values["level"])
         out = outputs[index]
-        result = anchor_loss_map(
-            out["cls_logits"],
-            out["matches"],
-            out["labels"],
-            out["grid_sizes"],
-            float(values["gamma"]),
-            float(values["alpha"]),
-        )
-        figure.clear()
-        axes = figure.subplots(1, 2)
-        handle = None
-        for ax, key, total, title in (
-            (axes[0], "ce_maps", result["ce_total"], "cross entropy (γ = 0)"),
-            (axes[1], "maps", result["total"], f"focal loss, γ = {values['gamma']:.2f}"),
-        ):
-            handle = draw_loss_map(
-                ax,
-                images[index],
-                result[key][level_index],
-                total,
-                out.get("boxes"),
-                out.get("gt_labels"),
-                out.get("padded_size"),
-            )
-            ax.set_title(f"{title}: {level_name(level_index)}", fontsize=9)
-        bar = figure.colorbar(handle, ax=list(axes), shrink=0.85, fraction=0.03, pad=0.02)
-        bar.set_label("share of the image's loss per location", fontsize=8)
-        bar.ax.tick_params(labelsize=7)
+        gamma_, alpha_ = float(values["gamma"]), float(values["alpha"])
+        result = anchor_loss_map(out["cls_logits"], out["matches"], out["labels"], out["grid_sizes"], gamma_, alpha_)
+        _draw_ce_beside_fl(figure, images[index], out, result, level_index, gamma_)
         return result
 
     return Explorer(
@@ -260,3 +229,23 @@ def loss_map_explorer(
         css_class="loss-map-explorer",
         readout_class="loss-map-readout",
     )
+
+
+def _draw_ce_beside_fl(
+    figure: Figure, image: ImageLike, out: dict[str, Any], result: dict[str, Any], level: int, gamma: float
+) -> None:
+    """``figure`` cleared, then one level's loss map under CE (left) and FL at ``gamma`` (right), one colour bar."""
+    figure.clear()
+    axes = figure.subplots(1, 2)
+    handle = None
+    for ax, key, total, title in (
+        (axes[0], "ce_maps", result["ce_total"], "cross entropy (γ = 0)"),
+        (axes[1], "maps", result["total"], f"focal loss, γ = {gamma:.2f}"),
+    ):
+        handle = draw_loss_map(
+            ax, image, result[key][level], total, out.get("boxes"), out.get("gt_labels"), out.get("padded_size")
+        )
+        ax.set_title(f"{title}: {level_name(level)}", fontsize=9)
+    bar = figure.colorbar(handle, ax=list(axes), shrink=0.85, fraction=0.03, pad=0.02)
+    bar.set_label("share of the image's loss per location", fontsize=8)
+    bar.ax.tick_params(labelsize=7)

@@ -80,10 +80,34 @@ def draw_matching(
     m = to_numpy(matches).reshape(-1).astype(np.int64)
     if len(m) != len(anchors_np):
         raise ValueError(f"draw_matching: {len(anchors_np)} anchors but {len(m)} matches")
-    negative, ignored, positive = m == BACKGROUND, m == IGNORE, m >= 0
+    negative, ignored = m == BACKGROUND, m == IGNORE
     show_image(ax, image)
     height, width = to_display_array(image).shape[:2]
     centres = (anchors_np[:, :2] + anchors_np[:, 2:]) / 2
+    negatives, ignored_dots = _draw_negative_and_ignored_centres(ax, centres, negative, ignored, negative_alpha)
+    dashed = [_add_ignored_box(ax, *box) for box in anchors_np[ignored]] if ignored_boxes else []
+    positives, positive_centres = _draw_positives(ax, anchors_np, centres, m)
+    gts = []
+    for j, (x1, y1, x2, y2) in enumerate(gt_np):
+        gts.append(ax.add_patch(_box(x1, y1, x2, y2, edgecolor="white", linewidth=3.4, zorder=5)))
+        gts.append(ax.add_patch(_box(x1, y1, x2, y2, edgecolor=gt_color(j), linewidth=2.0, zorder=6)))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    return {
+        "gt": gts,
+        "positive": positives,
+        "positive_centres": positive_centres,
+        "ignored": ignored_dots,
+        "ignored_boxes": dashed,
+        "negative": negatives,
+        "counts": match_counts(m),
+    }
+
+
+def _draw_negative_and_ignored_centres(
+    ax: Axes, centres: np.ndarray, negative: np.ndarray, ignored: np.ndarray, negative_alpha: float
+) -> tuple[Any, Any]:
+    """White dots at the negatives' centres and orange crosses at the ignored anchors' (one per location)."""
     negative_centres = _unique_centres(centres[negative])
     negatives = ax.scatter(
         negative_centres[:, 0],
@@ -106,19 +130,21 @@ def draw_matching(
         zorder=4,
         label="ignored (centres)",
     )
-    dashed = []
-    if ignored_boxes:
-        for x1, y1, x2, y2 in anchors_np[ignored]:
-            dashed.append(
-                ax.add_patch(
-                    _box(x1, y1, x2, y2, linestyle="--", edgecolor=MATCH_COLORS["ignored"], linewidth=0.7, alpha=0.7)
-                )
-            )
+    return negatives, ignored_dots
+
+
+def _add_ignored_box(ax: Axes, x1: float, y1: float, x2: float, y2: float) -> Any:
+    return ax.add_patch(
+        _box(x1, y1, x2, y2, linestyle="--", edgecolor=MATCH_COLORS["ignored"], linewidth=0.7, alpha=0.7)
+    )
+
+
+def _draw_positives(ax: Axes, anchors: np.ndarray, centres: np.ndarray, m: np.ndarray) -> tuple[list[Any], Any]:
+    """Each positive anchor as a thin box in its object's colour, and a dot at its centre."""
+    positive = m >= 0
     positives = []
     for i in np.flatnonzero(positive):
-        positives.append(
-            ax.add_patch(_box(*anchors_np[i], edgecolor=gt_color(m[i]), linewidth=0.6, alpha=0.6, zorder=3))
-        )
+        positives.append(ax.add_patch(_box(*anchors[i], edgecolor=gt_color(m[i]), linewidth=0.6, alpha=0.6, zorder=3)))
     # A dot at each positive's centre (one per location and object), so that the positives of small
     # objects, whose boxes pile up, can still be told apart.
     pos_keys = np.unique(np.column_stack([np.round(centres[positive], 3), m[positive]]), axis=0).reshape(-1, 3)
@@ -132,21 +158,7 @@ def draw_matching(
         zorder=4,
         label="positive (centres)",
     )
-    gts = []
-    for j, (x1, y1, x2, y2) in enumerate(gt_np):
-        gts.append(ax.add_patch(_box(x1, y1, x2, y2, edgecolor="white", linewidth=3.4, zorder=5)))
-        gts.append(ax.add_patch(_box(x1, y1, x2, y2, edgecolor=gt_color(j), linewidth=2.0, zorder=6)))
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    return {
-        "gt": gts,
-        "positive": positives,
-        "positive_centres": positive_centres,
-        "ignored": ignored_dots,
-        "ignored_boxes": dashed,
-        "negative": negatives,
-        "counts": match_counts(m),
-    }
+    return positives, positive_centres
 
 
 def _matching_legend(ax: Axes, num_boxes: int) -> None:
@@ -274,10 +286,9 @@ def matching_figure(
     fig = new_figure(fig, figsize)
     ax_img, ax_hist = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     counts = draw_matching(ax_img, image, anchors, gt_boxes, matches)["counts"]
-    ratio = counts["negative"] / max(counts["positive"], 1)
     ax_img.set_title(
         f"{counts['positive']} positive · {counts['ignored']} ignored · {counts['negative']} negative\n"
-        f"(1 positive : {ratio:.0f} negatives)",
+        f"{_imbalance(counts)}",
         fontsize=8,
     )
     _matching_legend(ax_img, len(gt_boxes))
@@ -291,12 +302,16 @@ def matching_figure(
 
 def matching_readout(counts: dict[str, int], fg_iou: float, bg_iou: float) -> str:
     """One line: the counts of the three labels at the current thresholds."""
-    ratio = counts["negative"] / max(counts["positive"], 1)
     return (
         f"IoU ≥ {fg_iou:.2f}: <b>{counts['positive']}</b> positive; {bg_iou:.2f} ≤ IoU < {fg_iou:.2f}: "
         f"<b>{counts['ignored']}</b> ignored; IoU < {bg_iou:.2f}: <b>{counts['negative']}</b> negative "
-        f"(1 positive : {ratio:.0f} negatives)"
+        f"{_imbalance(counts)}"
     )
+
+
+def _imbalance(counts: dict[str, int]) -> str:
+    """``"(1 positive : N negatives)"`` for :func:`retina_edu.analysis.match_counts`."""
+    return f"(1 positive : {counts['negative'] / max(counts['positive'], 1):.0f} negatives)"
 
 
 def matching_explorer(
