@@ -7,6 +7,7 @@ the image and the result; no pyplot figure is left open; sliders report on relea
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -17,18 +18,23 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from retina_edu.anchors import generate_anchors
+from retina_edu.anchors import anchor_coverage, generate_anchors
+from retina_edu.matching import BACKGROUND
 from retina_edu.viz import (
     anchor_explorer,
+    box_loss_explorer,
     focal_loss_explorer,
     loss_cdf_explorer,
+    loss_map_explorer,
     loss_share_explorer,
     matching_explorer,
     nms_explorer,
     prior_explorer,
+    threshold_nms_explorer,
 )
 from retina_edu.viz._explorer import PIXEL_RATIO
 from retina_edu.viz.network import box_level_explorer
+from retina_edu.viz.realdata import anchor_fit_explorer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = torch.full((3, 128, 128), 0.5)
@@ -48,17 +54,62 @@ def _candidates() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return boxes, torch.rand(12, generator=g), torch.tensor([0] * 6 + [1] * 6)
 
 
+def _threshold_nms_explorer() -> Any:
+    candidates = dict(zip(("boxes", "scores", "labels"), _candidates()))
+    return threshold_nms_explorer(
+        [np.zeros((100, 100, 3))], [candidates], [{"boxes": GT, "labels": torch.tensor([0, 1])}]
+    )
+
+
+def _loss_map_explorer() -> Any:
+    """One 32-pixel image: two levels of 4x4 and 2x2 locations, 3 anchors each, 2 classes, one object."""
+    g = torch.Generator().manual_seed(0)
+    matches = torch.full((60,), BACKGROUND)
+    matches[6:9] = 0
+    outputs = {"cls_logits": torch.randn(60, 2, generator=g) - 3.0, "matches": matches, "labels": matches.clamp(min=0)}
+    outputs.update(grid_sizes=[(4, 4), (2, 2)], padded_size=(32, 32), boxes=GT[:1] / 4, gt_labels=torch.tensor([0]))
+    return loss_map_explorer([np.zeros((32, 32, 3))], [outputs])
+
+
+def _anchor_fit_explorer() -> Any:
+    sizes = {base: tuple(base * 2**k for k in range(5)) for base in (8.0, 32.0)}
+    coverages = {base: anchor_coverage([GT], [(128, 128)], sizes=s) for base, s in sizes.items()}
+    return anchor_fit_explorer(coverages, reference=anchor_coverage([GT], [(128, 128)]))
+
+
 # (name, build, control to move, its new value)
 EXPLORERS: list[tuple[str, Callable[[], Any], str, Any]] = [
     ("anchor", lambda: anchor_explorer(IMAGE), "level", 3),
     ("matching", lambda: matching_explorer(IMAGE, generate_anchors((128, 128)), GT), "fg_iou", 0.7),
     ("focal", lambda: focal_loss_explorer(), "gamma", 0.5),
     ("loss share", lambda: loss_share_explorer(*_logits_and_targets()), "gamma", 0.5),
-    ("nms", lambda: nms_explorer(np.zeros((100, 100, 3)), *_candidates(), score_thresh=0.0), "iou", 0.95),
-    ("loss cdf", lambda: loss_cdf_explorer(torch.randn(40), torch.randn(300, 3) - 3), "gamma", 0.5),
+    (
+        "box loss",
+        lambda: box_loss_explorer(0.2 * torch.randn(100, 4, generator=torch.Generator().manual_seed(0))),
+        "beta",
+        0.3,
+    ),
     ("box level", lambda: box_level_explorer(64.0), "size", 181.0),
     ("prior", lambda: prior_explorer(100, 20_000, 4), "pi", 0.5),
+    ("nms", lambda: nms_explorer(np.zeros((100, 100, 3)), *_candidates(), score_thresh=0.0), "iou", 0.95),
+    ("threshold nms", _threshold_nms_explorer, "score", 0.05),
+    ("loss map", _loss_map_explorer, "gamma", 0.5),
+    ("loss cdf", lambda: loss_cdf_explorer(torch.randn(40), torch.randn(300, 3) - 3), "gamma", 0.5),
+    ("anchor fit", _anchor_fit_explorer, "base", 32.0),
 ]
+
+
+def _differs(before: Any, after: Any) -> bool:
+    """Whether two results differ, tensors (also inside dicts, lists and dataclasses) compared by value."""
+    if dataclasses.is_dataclass(before) and dataclasses.is_dataclass(after):
+        before, after = dataclasses.astuple(before), dataclasses.astuple(after)
+    if isinstance(before, dict) and isinstance(after, dict):
+        return before.keys() != after.keys() or any(_differs(before[k], after[k]) for k in before)
+    if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)):
+        return len(before) != len(after) or any(_differs(a, b) for a, b in zip(before, after))
+    if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
+        return before.shape != after.shape or not torch.equal(before, after)
+    return before != after
 
 
 @pytest.fixture(params=EXPLORERS, ids=[name for name, *_ in EXPLORERS])
@@ -93,7 +144,7 @@ def test_moving_a_control_redraws_once_and_changes_the_readout(explorer) -> None
     assert box.figure is figure  # redrawn in place
     assert box.readout.value != readout
     assert box.image.value != image and box.image.value[:8] == PNG_SIGNATURE
-    assert box.result != result
+    assert _differs(result, box.result)
 
 
 def test_explorers_leave_no_pyplot_figures_open(explorer) -> None:

@@ -1,5 +1,5 @@
 """Tests of retina_edu.viz.loss (notebook 04): the box-loss curves, the per-anchor histograms, the
-normaliser bars and the β explorer (which also follows the explorer contract of test_viz_explorers)."""
+normaliser bars and the β explorer (its explorer contract is checked in test_viz_explorers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from retina_edu.analysis import box_losses_per_anchor, box_losses_vs_offset, normalise_loss, quadratic_share
 from retina_edu.losses import SMOOTH_L1_BETA
@@ -118,65 +117,3 @@ def test_explorer_moves_the_smooth_l1_curve_and_the_band(deltas):
     assert not np.allclose(before, after)
     assert box.result == {"beta": 0.4, "quadratic_share": quadratic_share(deltas, 0.4)}
     assert "β = 0.40" in box.readout.value
-
-
-# The explorer contract of tests/test_viz_explorers.py, for this module's explorer.
-EXPLORERS = [("box loss", lambda: box_loss_explorer(0.2 * torch.randn(100, 4)), "beta", 0.3)]
-
-
-@pytest.fixture(params=EXPLORERS, ids=[name for name, *_ in EXPLORERS])
-def explorer(request: pytest.FixtureRequest) -> tuple[Any, str, Any]:
-    _, build, control, value = request.param
-    plt.close("all")
-    return build(), control, value
-
-
-def test_explorer_is_controls_over_a_readout_over_an_image(explorer) -> None:
-    box, control, _ = explorer
-    assert isinstance(box, widgets.VBox)
-    row, readout, image = box.children
-    assert list(row.children) == list(box.controls.values()) and control in box.controls
-    assert readout is box.readout and isinstance(readout, widgets.HTML) and readout.value
-    assert image is box.image and image.value[:8] == PNG_SIGNATURE
-    assert isinstance(box.figure, Figure) and box.figure.axes
-    assert box.draw_count == 1 and box.result is not None
-
-
-def test_explorer_sliders_report_on_release(explorer) -> None:
-    box, _, _ = explorer
-    for control in box.controls.values():
-        if isinstance(control, (widgets.FloatSlider, widgets.IntSlider)):
-            assert control.continuous_update is False
-
-
-def test_moving_a_control_redraws_once_and_changes_the_picture(explorer) -> None:
-    box, control, value = explorer
-    figure, readout, image, result = box.figure, box.readout.value, box.image.value, box.result
-    box.controls[control].value = value
-    assert box.draw_count == 2
-    assert box.figure is figure  # redrawn in place
-    assert box.readout.value != readout
-    assert box.image.value != image and box.image.value[:8] == PNG_SIGNATURE
-    assert box.result != result
-
-
-def test_explorers_leave_no_pyplot_figures_open(explorer) -> None:
-    box, control, value = explorer
-    box.controls[control].value = value
-    assert plt.get_fignums() == []
-
-
-def test_pictures_are_rendered_at_the_screen_density_and_shown_at_their_own_width(explorer) -> None:
-    """Sharp in JupyterLab: PIXEL_RATIO device pixels per CSS pixel, and the <img> pinned to the figure's width."""
-    import io
-
-    from PIL import Image
-
-    from retina_edu.viz._explorer import PIXEL_RATIO
-
-    box, _, _ = explorer
-    width_css = round(box.figure.get_figwidth() * box.figure.dpi)
-    png = Image.open(io.BytesIO(box.image.value))
-    assert abs(png.size[0] - PIXEL_RATIO * width_css) <= 2
-    assert box.image.layout.width == f"{width_css}px" and box.display_width == width_css
-    assert box.image.layout.max_width == "100%"  # a narrower column shrinks it, never stretches it
