@@ -47,10 +47,11 @@ def test_environment_yml_installs_the_package_itself():
     assert "- -e ." in (ROOT / "environment.yml").read_text()
 
 
-def test_ci_runs_lint_then_make_test():
+def test_ci_runs_lint_then_make_test_then_the_editions_and_the_site():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "make lint" in ci and "make test" in ci
-    assert ci.index("make lint") < ci.index("make test")
+    commands = [line.strip() for line in ci.splitlines() if line.strip().startswith("make ")]
+    assert commands[:2] == ["make lint", "make test"], commands
+    assert {"make test-student", "make test-site"} <= set(commands), commands
 
 
 def test_readme_shows_the_two_commands_first():

@@ -50,16 +50,19 @@ def check_relative_file_name(name: str, where: str) -> None:
     """
     pure = PurePath(name)
     if not name or pure.is_absolute() or pure.drive or pure.root or ".." in pure.parts:
-        raise ValueError(f"{where}: file name {name!r} leaves the image folder; file names must be relative "
-                         f"to it, without '..'")
+        raise ValueError(
+            f"{where}: file name {name!r} leaves the image folder; file names must be relative to it, without '..'"
+        )
 
 
 def clipped_share_warning(num_clipped: int, num_boxes: int, where: str) -> str | None:
     """The warning to give when a large share of boxes had to be clipped (``None`` when not)."""
     if num_clipped < CLIPPED_COUNT_WARNING or num_clipped <= CLIPPED_SHARE_WARNING * num_boxes:
         return None
-    return (f"{where}: {num_clipped} of {num_boxes} boxes ({num_clipped / num_boxes:.0%}) overran their image "
-            f"and were clipped; are they written as [x1, y1, x2, y2]? COCO boxes are [x, y, width, height]")
+    return (
+        f"{where}: {num_clipped} of {num_boxes} boxes ({num_clipped / num_boxes:.0%}) overran their image "
+        f"and were clipped; are they written as [x1, y1, x2, y2]? COCO boxes are [x, y, width, height]"
+    )
 
 
 class DetectionDataset(Dataset):
@@ -136,8 +139,10 @@ class DetectionDataset(Dataset):
         declared = self._image_size(index)
         if (width, height) == tuple(declared):
             return None
-        return ValueError(f"{self.image_path(index)} is {width}x{height} pixels but {self._source(index)} says "
-                          f"{declared[0]:g}x{declared[1]:g}; fix the annotation or the image")
+        return ValueError(
+            f"{self.image_path(index)} is {width}x{height} pixels but {self._source(index)} says "
+            f"{declared[0]:g}x{declared[1]:g}; fix the annotation or the image"
+        )
 
     def check_images(self, indices: Iterable[int] | None = None) -> None:
         """Read the header of every image (not its pixels): readable, not truncated, of a supported

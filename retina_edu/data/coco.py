@@ -94,8 +94,9 @@ class CocoDetection(DetectionDataset):
             than declared (the message names the file, image and box).
     """
 
-    def __init__(self, image_dir: str | os.PathLike, ann_file: str | os.PathLike,
-                 transforms: Transforms | None = None) -> None:
+    def __init__(
+        self, image_dir: str | os.PathLike, ann_file: str | os.PathLike, transforms: Transforms | None = None
+    ) -> None:
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.transforms = transforms
@@ -113,8 +114,13 @@ class CocoDetection(DetectionDataset):
         self.check_images()
 
     @classmethod
-    def from_folder(cls, root: str | os.PathLike, transforms: Transforms | None = None,
-                    images: str = "images", annotations: str = "annotations.json") -> CocoDetection:
+    def from_folder(
+        cls,
+        root: str | os.PathLike,
+        transforms: Transforms | None = None,
+        images: str = "images",
+        annotations: str = "annotations.json",
+    ) -> CocoDetection:
         """Open a folder laid out as ``root/annotations.json`` + ``root/images/`` (what make_shapes writes).
 
         Args:
@@ -132,8 +138,9 @@ class CocoDetection(DetectionDataset):
         """Check the top level of the file, then read its categories, images and annotations in turn."""
         where = str(self.ann_file)
         if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a JSON object with images/annotations/categories, "
-                             f"got {type(data).__name__}")
+            raise ValueError(
+                f"{where}: expected a JSON object with images/annotations/categories, got {type(data).__name__}"
+            )
         for key in ("images", "annotations", "categories"):
             if key not in data:
                 raise ValueError(f"{where}: missing top-level key {key!r}")
@@ -190,24 +197,30 @@ class CocoDetection(DetectionDataset):
                 raise ValueError(f"{where}: {label} at index {i}: duplicate image id {img['id']!r}")
             width, height = img["width"], img["height"]
             if not (_is_number(width) and _is_number(height) and width > 0 and height > 0):
-                raise ValueError(f"{where}: {label}: width and height must be positive numbers, "
-                                 f"got width={width!r}, height={height!r}")
+                raise ValueError(
+                    f"{where}: {label}: width and height must be positive numbers, "
+                    f"got width={width!r}, height={height!r}"
+                )
             if not isinstance(img["file_name"], str):
                 raise ValueError(f"{where}: {label}: file_name must be a string")
             check_relative_file_name(img["file_name"], f"{where}: {label}")
             # Two entries of one file would train on the same pixels twice, with different boxes.
             file_key = Path(img["file_name"]).as_posix()
             if file_key in by_file:
-                raise ValueError(f"{where}: images {by_file[file_key]!r} and {img['id']!r} share the file_name "
-                                 f"{img['file_name']!r}; give each image its own file, or merge their annotations")
+                raise ValueError(
+                    f"{where}: images {by_file[file_key]!r} and {img['id']!r} share the file_name "
+                    f"{img['file_name']!r}; give each image its own file, or merge their annotations"
+                )
             by_file[file_key] = img["id"]
             images[img["id"]] = img
         missing_files = [img for img in images.values() if not (self.image_dir / img["file_name"]).is_file()]
         if missing_files:
             img = missing_files[0]
             more = f" (and {len(missing_files) - 1} more images are missing)" if len(missing_files) > 1 else ""
-            raise FileNotFoundError(f"{where}: image {img['id']!r} ({img['file_name']!r}): file "
-                                    f"{self.image_dir / img['file_name']} does not exist{more}")
+            raise FileNotFoundError(
+                f"{where}: image {img['id']!r} ({img['file_name']!r}): file "
+                f"{self.image_dir / img['file_name']} does not exist{more}"
+            )
         try:
             self.ids: list[Any] = sorted(images)
         except TypeError:
@@ -235,8 +248,9 @@ class CocoDetection(DetectionDataset):
                 name = f"annotation {ann.get('id')!r}" if isinstance(ann, dict) and "id" in ann else "annotation"
                 raise ValueError(f"{where}: {name} (index {i}) is missing key {missing[0]!r}")
             if ann["image_id"] not in images:
-                raise ValueError(f"{where}: annotation {ann['id']!r} (index {i}) refers to unknown image id "
-                                 f"{ann['image_id']!r}")
+                raise ValueError(
+                    f"{where}: annotation {ann['id']!r} (index {i}) refers to unknown image id {ann['image_id']!r}"
+                )
             img = images[ann["image_id"]]
             at = f"{where}: image {img['id']!r} ({img['file_name']!r}), annotation {ann['id']!r} (index {i})"
             if ann["id"] in seen_ids:
@@ -309,14 +323,31 @@ class CocoDetection(DetectionDataset):
         Image and category ids are the file's when they are integers, else the dataset index and
         ``label + 1`` (see :meth:`coco_image_id`, :meth:`coco_category_id`).
         """
-        images = [{"id": self.coco_image_id(info["id"]), "file_name": info["file_name"],
-                   "width": info["width"], "height": info["height"]} for info in self._images]
-        annotations = [{"id": n + 1, "image_id": images[index]["id"], "category_id": self.coco_category_id(label),
-                        "bbox": list(xywh), "area": area, "iscrowd": crowd}
-                       for n, (index, label, xywh, area, crowd) in enumerate(self._gt)]
+        images = [
+            {
+                "id": self.coco_image_id(info["id"]),
+                "file_name": info["file_name"],
+                "width": info["width"],
+                "height": info["height"],
+            }
+            for info in self._images
+        ]
+        annotations = [
+            {
+                "id": n + 1,
+                "image_id": images[index]["id"],
+                "category_id": self.coco_category_id(label),
+                "bbox": list(xywh),
+                "area": area,
+                "iscrowd": crowd,
+            }
+            for n, (index, label, xywh, area, crowd) in enumerate(self._gt)
+        ]
         categories = [{"id": self.coco_category_id(label), "name": name} for label, name in enumerate(self.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self)} images, {self.num_classes} classes {self.classes}, "
-                f"ann_file={str(self.ann_file)!r})")
+        return (
+            f"{type(self).__name__}({len(self)} images, {self.num_classes} classes {self.classes}, "
+            f"ann_file={str(self.ann_file)!r})"
+        )

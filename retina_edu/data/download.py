@@ -33,12 +33,12 @@ from PIL import Image
 from ..files import file_sha256, write_atomic, write_json_atomic
 
 _CHUNK = 1 << 20
-_OFFLINE_HINT = ("The course works offline with the generated shapes data: "
-                 "python -m retina_edu shapes --out data/shapes")
+_OFFLINE_HINT = "The course works offline with the generated shapes data: python -m retina_edu shapes --out data/shapes"
 
 
-def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True,
-                  timeout: float = 60.0) -> Path:
+def download_file(
+    url: str, dest: str | os.PathLike, sha256: str | None = None, progress: bool = True, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``dest``, verifying its SHA-256.
 
     The data is streamed into a temporary file beside ``dest`` and renamed into place only when it is
@@ -81,8 +81,7 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
                     try:
                         chunk = response.read(_CHUNK)
                     except OSError as e:
-                        raise ConnectionError(f"download failed: {url} (connection lost: {e}). "
-                                              f"{_OFFLINE_HINT}") from e
+                        raise ConnectionError(f"download failed: {url} (connection lost: {e}). {_OFFLINE_HINT}") from e
                     if not chunk:
                         break
                     f.write(chunk)
@@ -90,8 +89,9 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str | None = None, 
                     bar.update(len(chunk))
         actual = hasher.hexdigest()
         if sha256 is not None and actual != sha256.lower():
-            raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {actual}; "
-                             f"the download was deleted")
+            raise ValueError(
+                f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {actual}; the download was deleted"
+            )
 
     # write_atomic streams into a temporary beside dest and renames it only when fetch returns:
     # a checksum mismatch, a lost connection or Ctrl-C leaves nothing behind.
@@ -108,8 +108,10 @@ def _refuse_link(archive: Path, member: str, target: str | None = None) -> None:
     # Links are refused whatever they point to: a chain of links that each look harmless can reach
     # outside the folder (a -> ., b -> a/..), and the datasets we extract contain none.
     to = f" (to {target!r})" if target is not None else ""
-    raise ValueError(f"{archive}: member {member!r} is a link{to}; archives with links are refused, "
-                     f"extract it yourself if you trust it")
+    raise ValueError(
+        f"{archive}: member {member!r} is a link{to}; archives with links are refused, "
+        f"extract it yourself if you trust it"
+    )
 
 
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -193,8 +195,9 @@ def pennfudan_to_coco(root: str | os.PathLike) -> Path:
         with Image.open(mask_path) as m:
             mask = np.array(m)
         if mask.shape[:2] != (height, width):
-            raise ValueError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_path} is "
-                             f"{width}x{height}")
+            raise ValueError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_path} is {width}x{height}"
+            )
         if mask.ndim == 3:
             mask = mask[..., 0]
         images.append({"id": image_id, "file_name": image_path.name, "width": width, "height": height})
@@ -203,11 +206,21 @@ def pennfudan_to_coco(root: str | os.PathLike) -> Path:
                 continue
             ys, xs = np.nonzero(mask == instance)
             x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(xs.size), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(xs.size),
+                    "iscrowd": 0,
+                }
+            )
     data = {
-        "info": {"description": "Penn-Fudan pedestrians, boxes from instance masks",
-                 "generator": "retina_edu.data.pennfudan_to_coco"},
+        "info": {
+            "description": "Penn-Fudan pedestrians, boxes from instance masks",
+            "generator": "retina_edu.data.pennfudan_to_coco",
+        },
         "images": images,
         "annotations": annotations,
         "categories": [{"id": 1, "name": "pedestrian", "supercategory": "person"}],

@@ -12,8 +12,9 @@ from .voc import VOCDetection
 __all__ = ["open_dataset"]
 
 
-def open_dataset(root: str | os.PathLike, transforms=None,
-                 classes: Sequence[str] | None = None) -> CocoDetection | VOCDetection:
+def open_dataset(
+    root: str | os.PathLike, transforms=None, classes: Sequence[str] | None = None
+) -> CocoDetection | VOCDetection:
     """A ``CocoDetection`` or ``VOCDetection`` for ``root``, recognised by its layout.
 
     * COCO: ``root/annotations.json`` with images in ``root/images/`` (what the shapes generator

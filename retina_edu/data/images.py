@@ -31,8 +31,21 @@ MAX_IMAGE_PIXELS = 64_000_000
 below 89 MP, and a 144 MP PNG of 17 KB made ``detect`` use 13.5 GB. Raise it if you trust your files."""
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-SUPPORTED_MODES: tuple[str, ...] = ("RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK",
-                                    "YCbCr", *_SIXTEEN_BIT_MODES)
+SUPPORTED_MODES: tuple[str, ...] = (
+    "RGB",
+    "RGBA",
+    "RGBX",
+    "RGBa",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "1",
+    "CMYK",
+    "YCbCr",
+    *_SIXTEEN_BIT_MODES,
+)
 """PIL modes :func:`load_image` converts to RGB; any other mode (``F``, ``HSV``, ``LAB``, ...) is refused by name."""
 
 _SIXTEEN_BIT_MAX = 65535.0
@@ -50,12 +63,16 @@ class ImageHeader:
 
 def _check_declared(path: str | os.PathLike, width: int, height: int, mode: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{path}: {width}x{height} pixels is more than MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS:,} "
-                         f"(a decompression bomb?); shrink the image, or raise "
-                         f"retina_edu.data.images.MAX_IMAGE_PIXELS if you trust the file")
+        raise ValueError(
+            f"{path}: {width}x{height} pixels is more than MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS:,} "
+            f"(a decompression bomb?); shrink the image, or raise "
+            f"retina_edu.data.images.MAX_IMAGE_PIXELS if you trust the file"
+        )
     if mode not in SUPPORTED_MODES:
-        raise ValueError(f"{path}: image mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)}); "
-                         f"save it as 8-bit RGB or 8/16-bit grayscale")
+        raise ValueError(
+            f"{path}: image mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)}); "
+            f"save it as 8-bit RGB or 8/16-bit grayscale"
+        )
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -102,8 +119,9 @@ def image_header(path: str | os.PathLike) -> ImageHeader:
         header = ImageHeader(im.size[0], im.size[1], im.mode, im.format)
     _check_declared(path, header.width, header.height, header.mode)
     if _is_truncated(path, header.format):
-        raise ValueError(f"{path}: the {header.format} file is truncated (its end marker is missing); "
-                         f"copy or download it again")
+        raise ValueError(
+            f"{path}: the {header.format} file is truncated (its end marker is missing); copy or download it again"
+        )
     return header
 
 
@@ -130,14 +148,17 @@ def load_image(path: str | os.PathLike) -> Tensor:
             if im.mode in _SIXTEEN_BIT_MODES:
                 gray = np.array(im)
                 if gray.size and (gray.min() < 0 or gray.max() > _SIXTEEN_BIT_MAX):
-                    raise ValueError(f"{path}: {im.mode} pixel values span {gray.min()}..{gray.max()}, outside "
-                                     f"the 16-bit range 0..65535; save it as an 8-bit or 16-bit PNG")
+                    raise ValueError(
+                        f"{path}: {im.mode} pixel values span {gray.min()}..{gray.max()}, outside "
+                        f"the 16-bit range 0..65535; save it as an 8-bit or 16-bit PNG"
+                    )
                 plane = torch.from_numpy(gray.astype(np.float32) / _SIXTEEN_BIT_MAX)
                 return plane.expand(3, *plane.shape).contiguous()
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
             array = np.array(im.convert("RGB"), dtype=np.uint8)
         except (OSError, SyntaxError) as e:
-            raise ValueError(f"{path}: cannot read the image ({type(e).__name__}: {e}); "
-                             f"replace or remove the file") from e
+            raise ValueError(
+                f"{path}: cannot read the image ({type(e).__name__}: {e}); replace or remove the file"
+            ) from e
     return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255)

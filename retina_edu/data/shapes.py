@@ -387,8 +387,12 @@ def _coco_json(info: dict[str, Any], results: list[list[tuple[int, list[float]]]
             return f'"{name}": []'
         return f'"{name}": [\n' + ",\n".join(json.dumps(item) for item in items) + "\n]"
 
-    parts = [f'"info": {json.dumps(info)}', block("images", images), block("annotations", annotations),
-             block("categories", categories)]
+    parts = [
+        f'"info": {json.dumps(info)}',
+        block("images", images),
+        block("annotations", annotations),
+        block("categories", categories),
+    ]
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
@@ -577,8 +581,9 @@ def make_shapes_splits(
                 print(f"{path}: reusing the existing {num_images} images (seed {split_seed})")
         else:
             start = time.perf_counter()
-            make_shapes(path, num_images, image_size, split_seed, workers=workers, overwrite=overwrite,
-                        progress=progress)
+            make_shapes(
+                path, num_images, image_size, split_seed, workers=workers, overwrite=overwrite, progress=progress
+            )
             if progress:
                 print(f"{path}: wrote {num_images} images in {time.perf_counter() - start:.1f} s")
         paths[split] = path

@@ -104,8 +104,9 @@ class Resize:
             new_h, new_w = (self.size, self.size) if isinstance(self.size, int) else self.size
         if (new_h, new_w) != (h, w):
             # antialias=True low-pass filters when shrinking, as PIL does (no aliasing of thin edges).
-            image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
-                                  antialias=True)[0]
+            image = F.interpolate(
+                image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+            )[0]
         if self.keep_aspect and self.pad and (new_h, new_w) != (self.size, self.size):
             image = F.pad(image, (0, self.size - new_w, 0, self.size - new_h))
         factors = torch.tensor([new_w / w, new_h / h, new_w / w, new_h / h], dtype=torch.float32)

@@ -164,8 +164,13 @@ class VOCDetection(DetectionDataset):
             declared (the message names the file, the object and the box).
     """
 
-    def __init__(self, image_dir: str | os.PathLike, annotation_dir: str | os.PathLike,
-                 classes: Sequence[str] | None = None, transforms: Transforms | None = None) -> None:
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        annotation_dir: str | os.PathLike,
+        classes: Sequence[str] | None = None,
+        transforms: Transforms | None = None,
+    ) -> None:
         self.image_dir = Path(image_dir)
         self.annotation_dir = Path(annotation_dir)
         self.transforms = transforms
@@ -219,19 +224,24 @@ class VOCDetection(DetectionDataset):
             images.append({"id": i, "file_name": rec.path.name, "width": rec.width, "height": rec.height})
             for obj in rec.objects:
                 x1, y1, x2, y2 = obj.box
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": i,
-                    "category_id": self.label_to_category_id[label_of[obj.name]],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": int(obj.difficult),
-                })
-        categories = [{"id": self.label_to_category_id[label], "name": name}
-                      for label, name in enumerate(self.classes)]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i,
+                        "category_id": self.label_to_category_id[label_of[obj.name]],
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": int(obj.difficult),
+                    }
+                )
+        categories = [{"id": self.label_to_category_id[label], "name": name} for label, name in enumerate(self.classes)]
         return {"images": images, "annotations": annotations, "categories": categories}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self)} images, {self.num_classes} classes {self.classes}, "
-                f"annotation_dir={str(self.annotation_dir)!r})")
+        return (
+            f"{type(self).__name__}({len(self)} images, {self.num_classes} classes {self.classes}, "
+            f"annotation_dir={str(self.annotation_dir)!r})"
+        )
 
 
 def _check_unique_files(records: list[_VOCImage]) -> None:
@@ -239,8 +249,10 @@ def _check_unique_files(records: list[_VOCImage]) -> None:
     first: dict[Path, Path] = {}
     for rec in records:
         if rec.path in first:
-            raise ValueError(f"{first[rec.path]} and {rec.xml} both annotate {rec.path}; keep one XML file per "
-                             f"image (merge their objects)")
+            raise ValueError(
+                f"{first[rec.path]} and {rec.xml} both annotate {rec.path}; keep one XML file per "
+                f"image (merge their objects)"
+            )
         first[rec.path] = rec.xml
 
 
@@ -258,8 +270,10 @@ def _resolve_classes(records: list[_VOCImage], classes: Sequence[str] | None, fo
         for rec in records:
             for obj in rec.objects:
                 if obj.name not in known:
-                    raise ValueError(f"{rec.xml}: object {obj.index} has name {obj.name!r}, which is not "
-                                     f"in classes {classes}; fix the name, or add it to classes")
+                    raise ValueError(
+                        f"{rec.xml}: object {obj.index} has name {obj.name!r}, which is not "
+                        f"in classes {classes}; fix the name, or add it to classes"
+                    )
         return classes
     counts = Counter(obj.name for rec in records for obj in rec.objects)
     by_folded: dict[str, list[str]] = {}
@@ -267,13 +281,19 @@ def _resolve_classes(records: list[_VOCImage], classes: Sequence[str] | None, fo
         by_folded.setdefault(name.strip().casefold(), []).append(name)
     for variants in by_folded.values():
         if len(variants) > 1:
-            warnings.warn(f"{folder}: class names {variants} differ only in case or spaces and become "
-                          f"{len(variants)} classes; fix the XML files or pass classes=[...]", stacklevel=3)
+            warnings.warn(
+                f"{folder}: class names {variants} differ only in case or spaces and become "
+                f"{len(variants)} classes; fix the XML files or pass classes=[...]",
+                stacklevel=3,
+            )
     if counts:
         most = max(counts.values())
         rare = sorted(name for name, n in counts.items() if n < RARE_CLASS_SHARE * most)
         if rare:
             found = ", ".join(f"{name!r} ({counts[name]})" for name in rare)
-            warnings.warn(f"{folder}: classes with very few objects (a typo?): {found}, against {most} of the "
-                          f"most common class; fix the XML files or pass classes=[...]", stacklevel=3)
+            warnings.warn(
+                f"{folder}: classes with very few objects (a typo?): {found}, against {most} of the "
+                f"most common class; fix the XML files or pass classes=[...]",
+                stacklevel=3,
+            )
     return sorted(counts)
