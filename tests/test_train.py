@@ -355,6 +355,11 @@ def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(t
     out = capsys.readouterr().out
     assert f"about {steps} steps of batch 4 in 0.25 minutes on this machine" in out
     assert f"trained {steps} steps in" in out
+    # the cell run again (notebook 08): the finished plan is loaded, and the message says so
+    again = train(preset, tiny, out_dir=tmp_path, progress=False, resume=True, minutes=0.25)
+    assert len(again.history["train"]) == steps
+    out = capsys.readouterr().out
+    assert f"already finished its {steps} planned steps: loaded, nothing trained" in out and "resumed" not in out
 
 
 def test_a_resumed_budget_run_finishes_the_same_plan_without_minutes(tiny, tmp_path, monkeypatch):
