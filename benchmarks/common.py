@@ -56,22 +56,26 @@ def print_table(rows: list[dict], columns: list[str], title: str = "") -> None:
 
 
 def write_csv(name: str, rows: list[dict]) -> Path:
-    """Append rows (plus the machine description) to ``benchmarks/results/<name>.csv``."""
+    """Append rows (plus the machine description) to ``benchmarks/results/<name>.csv``.
+
+    When the columns change (a benchmark gained one), the file is rewritten with every column of old and
+    new rows, so one file keeps a benchmark's whole history (old rows leave the new columns empty)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.csv"
     info = machine()
     rows = [{**r, **info} for r in rows]
     fields = list(rows[0].keys())
-    new = not path.exists()
-    if not new:
+    old_rows: list[dict] = []
+    if path.exists():
         with open(path, newline="") as f:
-            existing = next(csv.reader(f), [])
-        if existing != fields:  # columns changed: start a new file beside the old one
-            path.rename(path.with_suffix(f".{datetime.datetime.now():%Y%m%d%H%M%S}.csv"))
-            new = True
-    with open(path, "a", newline="") as f:
+            reader = csv.DictReader(f)
+            old_fields = list(reader.fieldnames or [])
+            old_rows = list(reader)
+        fields = old_fields + [c for c in fields if c not in old_fields]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+        writer.writeheader()
+        writer.writerows(old_rows + rows)
+    tmp.replace(path)
     return path
