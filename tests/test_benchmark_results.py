@@ -1,8 +1,12 @@
 """benchmarks/common.write_csv keeps a benchmark's whole history in one file, across column changes."""
 
 import csv
+import importlib
+import sys
+from pathlib import Path
 
-import benchmarks.common as common
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not an installed package
+common = importlib.import_module("benchmarks.common")
 
 
 def test_write_csv_appends_and_keeps_old_rows_when_columns_change(tmp_path, monkeypatch):
