@@ -359,7 +359,17 @@ def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(t
     again = train(preset, tiny, out_dir=tmp_path, progress=False, resume=True, minutes=0.25)
     assert len(again.history["train"]) == steps
     out = capsys.readouterr().out
-    assert f"already finished its {steps} planned steps: loaded, nothing trained" in out and "resumed" not in out
+    assert f"already finished its {steps} planned steps: loaded, nothing trained" in out
+    assert "resum" not in out  # neither "resuming the plan" nor "(resumed)": nothing was resumed
+
+
+def test_a_finished_run_of_epochs_loaded_again_says_nothing_was_trained(tiny, tmp_path, capsys):
+    preset = tiny_preset(epochs=1)
+    train(preset, tiny, out_dir=tmp_path, progress=False)
+    capsys.readouterr()
+    again = train(preset, tiny, out_dir=tmp_path, progress=False, resume=True)
+    assert len(again.history["train"]) == 6
+    assert "already finished its 6 steps: loaded, nothing trained" in capsys.readouterr().out
 
 
 def test_a_resumed_budget_run_finishes_the_same_plan_without_minutes(tiny, tmp_path, monkeypatch):

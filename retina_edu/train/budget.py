@@ -77,7 +77,7 @@ def _start_budget(
     if plan is not None and plan.get("steps") is not None:
         run.total_steps, run.warmup_steps = plan["steps"], plan.get("warmup_steps", run.warmup_steps)
         run.last_step = plan["steps"] if max_steps is None else min(plan["steps"], max_steps)
-        if run.is_main:
+        if run.is_main and saved["step"] < plan["steps"]:  # a finished plan says so when it ends
             print(
                 f"resuming the plan its checkpoint recorded: {plan['steps']} steps of batch "
                 f"{plan['batch_size']} in {plan['minutes']:g} minutes",

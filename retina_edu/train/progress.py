@@ -45,11 +45,15 @@ def _record_step(state: _TrainState, run: _Run, out: dict[str, Tensor], tick: fl
 
 
 def _report_time(state: _TrainState, run: _Run, first_step: int, start: float) -> None:
-    """With a time budget, print how long training took (``start``: a ``_clock()`` reading at the call)."""
-    if run.budget is None or not run.is_main:
+    """With a time budget, print how long training took (``start``: a ``_clock()`` reading at the call);
+    with or without one, say so when a finished run was only loaded again."""
+    if not run.is_main:
         return
     if first_step >= state.step > 0:  # a finished run loaded again: nothing was trained now
-        print(f"the run had already finished its {state.step} planned steps: loaded, nothing trained", flush=True)
+        planned = "planned " if run.budget is not None else ""
+        print(f"the run had already finished its {state.step} {planned}steps: loaded, nothing trained", flush=True)
+        return
+    if run.budget is None:
         return
     seconds = _budget_module._clock() - start
     steps = f"{state.step} steps" if first_step == 0 else f"steps {first_step + 1}-{state.step} (resumed)"
