@@ -111,7 +111,7 @@ def check_scaled_lr_run(scaled_lr_run: Any, runs: Mapping[tuple[str, float], Seq
             raise wrong(exercise, "it follows the lr-0.01 run step for step: did the learning rate change?")
         return (
             "the cross-entropy model from bias 0 (its first loss is the lr-0.01 run's), on a path of its own "
-            "from the second step"
+            "from the second step: another learning rate (the check cannot tell which; the exercise asks 0.0025)"
         )
 
     run_check(exercise, scaled_lr_run, check)
