@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "expect_close",
     "expect_equal",
     "run_check",
+    "attempt_cases",
 ]
 
 
@@ -141,3 +142,23 @@ def run_check(exercise: str, answer: Any, check: Callable[[Any], str], *args: An
         not_attempted(exercise)
         return
     correct(exercise, check(result))
+
+
+def attempt_cases(
+    exercise: str,
+    answer: Any,
+    cases: Iterable[Any],
+    call: Callable[[Any], str],
+    args: Callable[[Any], tuple] = tuple,
+) -> dict[Any, Any] | None:
+    """The learner's function on several cases: ``{case: answer(*args(case))}``, or ``None`` (after
+    reporting "not attempted") when it returns nothing for every case. A function that answers some
+    cases and returns None for others is wrong: the message names the first such call (``call(case)``)."""
+    mine = {case: attempt(answer, *args(case)) for case in cases}
+    if all(value is None for value in mine.values()):
+        not_attempted(exercise)
+        return None
+    for case, value in mine.items():
+        if value is None:
+            raise wrong(exercise, f"{call(case)} returned None")
+    return mine

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..analysis.loss import loss_sums_per_image, normalise_loss, positive_box_targets, quadratic_share
 from ..losses import SMOOTH_L1_BETA, retinanet_loss, smooth_l1_loss
-from ._check import attempt, correct, expect_close, expect_number, not_attempted, run_check, wrong
+from ._check import attempt_cases, correct, expect_close, expect_number, run_check, wrong
 
 __all__ = ["check_smooth_l1_grad", "check_per_image_normalised", "check_beta_half"]
 
@@ -22,14 +22,17 @@ def check_smooth_l1_grad(smooth_l1_grad: Callable) -> None:
     """Exercise 1: ``smooth_l1_grad(x, beta)`` against autograd through ``losses.smooth_l1_loss``, for three β."""
     exercise = "Exercise 1 (smooth L1's gradient)"
     x = torch.arange(-100, 101, dtype=torch.float64) / 100  # -1 to 1: 0 and every β's edge exactly
-    mine = {beta: attempt(smooth_l1_grad, x.clone(), beta) for beta in GRAD_BETAS}
-    if all(grad is None for grad in mine.values()):
-        not_attempted(exercise)
+    mine = attempt_cases(
+        exercise,
+        smooth_l1_grad,
+        GRAD_BETAS,
+        lambda beta: f"smooth_l1_grad(x, {beta:g})",
+        lambda beta: (x.clone(), beta),
+    )
+    if mine is None:
         return
     for beta, grad in mine.items():
         name = f"smooth_l1_grad(x, {beta:g})"
-        if grad is None:
-            raise wrong(exercise, f"{name} returned None")
         leaf = x.clone().requires_grad_()
         (expected,) = torch.autograd.grad(smooth_l1_loss(leaf, torch.zeros_like(leaf), beta=beta), leaf)
         if beta == 0:

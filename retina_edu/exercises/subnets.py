@@ -10,7 +10,7 @@ import torch
 
 from ..analysis.prior import prior_initial_loss
 from ..model import Subnet
-from ._check import attempt, correct, expect_number, not_attempted, run_check, wrong
+from ._check import attempt_cases, correct, expect_number, run_check, wrong
 
 __all__ = ["check_subnet_parameters", "check_pi_balanced", "check_scaled_lr_run"]
 
@@ -24,14 +24,11 @@ def check_subnet_parameters(subnet_parameters: Callable) -> None:
     """Exercise 1: ``subnet_parameters(channels, num_anchors, out_per_anchor, num_convs)`` against the
     parameter count of ``model.Subnet`` (built on the ``meta`` device: no memory, instant)."""
     exercise = "Exercise 1 (the subnet's parameters)"
-    mine = {case: attempt(subnet_parameters, *case) for case in SUBNET_CASES}
-    if all(count is None for count in mine.values()):
-        not_attempted(exercise)
+    mine = attempt_cases(exercise, subnet_parameters, SUBNET_CASES, lambda case: f"subnet_parameters{case}")
+    if mine is None:
         return
     for case, value in mine.items():
         call = f"subnet_parameters{case}"
-        if value is None:
-            raise wrong(exercise, f"{call} returned None")
         got = expect_number(exercise, value, call)
         with torch.device("meta"):
             expected = sum(p.numel() for p in Subnet(*case).parameters())
