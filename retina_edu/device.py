@@ -3,6 +3,7 @@
 Nothing here knows about detection: the module imports only torch, so that any module of the
 package (``model``, ``evaluate``, ``train``) may use it without importing upwards.
 
+    available_cpus()            the CPUs this process may run on (a container's limit, not the machine's)
     default_device()            cuda (the local rank's GPU under torchrun) when available, else cpu
     setup_distributed(device)   join torchrun's process group -> (rank, world size)
     average_buffers(model, n)   BatchNorm statistics averaged over the processes
@@ -22,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
+    "available_cpus",
     "average_buffers",
     "cpu_bf16_speedup",
     "cpu_has_native_bf16",
@@ -37,6 +39,13 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # The device
 # ---------------------------------------------------------------------------------------------
+def available_cpus() -> int:
+    """CPUs this process may run on (``os.cpu_count()`` counts the machine's, even in a limited container)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def default_device() -> torch.device:
     """CUDA when available (under torchrun: the GPU of this process's ``LOCAL_RANK``), else the CPU."""
     if dist_is_on() and torch.cuda.is_available():

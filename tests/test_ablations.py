@@ -27,6 +27,7 @@ from retina_edu.ablations import (
     make_preset,
     paired_comparison,
     run_ablation,
+    run_ablations,
     summarise,
 )
 from retina_edu.anchors import generate_anchors
@@ -45,7 +46,7 @@ def test_figure4_maths_is_the_analysis_module_reexported():
 def test_the_package_reexports_every_public_name_of_its_modules():
     # notebook 10 and benchmarks/ablations.py read everything as ab.X from the package
     package = retina_edu.ablations
-    for name in ("config", "figure4", "ohem", "result", "runner", "studies"):
+    for name in ("config", "figure4", "ohem", "parallel", "result", "runner", "studies"):
         module = importlib.import_module(f"retina_edu.ablations.{name}")
         assert set(module.__all__) <= set(package.__all__), module.__name__
         assert all(getattr(package, name) is getattr(module, name) for name in module.__all__)
@@ -287,6 +288,41 @@ def test_a_run_on_a_pretrained_trunk_trains_only_the_subnets(tiny, tmp_path):
     assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith(("backbone.", "fpn.")))
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(("class_subnet.", "box_subnet.")))
     torch.testing.assert_close(model.backbone.body.conv1.weight, state["backbone.body.conv1.weight"])
+
+
+@pytest.mark.slow
+def test_runs_in_worker_processes_come_back_in_order_cached_and_as_run_ablation_gives_them(tiny, tmp_path):
+    trunk = tiny_ablation(name="trunk", keep_weights=True)
+    runs = [
+        tiny_ablation(name="cached before"),
+        tiny_ablation(name="FL", seed=1, trunk=trunk),
+        tiny_ablation(name="CE", gamma=0.0, alpha=0.75, seed=1, trunk=trunk),
+        tiny_ablation(name="FL again", seed=1, trunk=trunk),  # the same run as "FL": trained once
+        tiny_ablation(name="diverges", preset={"channels_last": False, "base_lr": 1e9}),
+    ]
+    before = run_ablation(runs[0], tiny, tiny, cache_dir=tmp_path)
+    seen = []
+    results = run_ablations(runs, tiny, tiny, cache_dir=tmp_path, processes=2, on_result=seen.append)
+    assert [r.name for r in results] == [r.name for r in runs] and seen == results
+    assert [r.cached for r in results] == [True, False, False, True, False]
+    assert results[0].metrics == before.metrics and results[3].key == results[1].key
+    assert results[1].trunk_key == run_ablation(trunk, tiny, tiny, cache_dir=tmp_path).key
+    assert results[4].diverged_at is not None and results[4].metrics is None
+    assert all(r.threads == 1 for r in results[1:3])  # two processes on two CPUs: one thread each
+    # what the workers cached is what one run after another gives, read back
+    again = run_ablations(runs, tiny, tiny, cache_dir=tmp_path, processes=1)
+    assert all(r.cached for r in again) and [r.metrics for r in again] == [r.metrics for r in results]
+    assert not list(tmp_path.glob("*tmp*"))
+
+
+def test_a_run_that_fails_in_a_worker_is_named(tiny, tmp_path):
+    # the trunk diverges (in this process): the runs that start from it fail in the workers
+    trunk = tiny_ablation(name="trunk", keep_weights=True, preset={"channels_last": False, "base_lr": 1e9})
+    runs = [tiny_ablation(name="fine"), tiny_ablation(name="on a diverged trunk", trunk=trunk)]
+    with pytest.raises(RuntimeError, match="'on a diverged trunk' failed: ValueError: .*no weights to start"):
+        run_ablations(runs, tiny, tiny, cache_dir=tmp_path, processes=2)
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        run_ablations(runs, tiny, tiny, cache_dir=tmp_path, processes=0)
 
 
 def test_a_trunk_must_keep_its_weights():

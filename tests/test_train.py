@@ -348,7 +348,9 @@ def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(t
     plan = load_checkpoint(tmp_path)["plan"]
     steps = len(result.history["train"])
     assert plan["steps"] == steps and plan["step_s"] == 1.0 and plan["batch_size"] == 4
-    assert steps * plan["step_s"] <= 15 < (steps + 3) * plan["step_s"]  # it fits in the 15 s, and fills them
+    assert plan["checkpoint_s"] == 1.0  # one checkpoint saved and timed (as a step, on this clock)
+    per_step = plan["step_s"] + plan["checkpoint_s"] / preset.checkpoint_every  # its share of the checkpoints
+    assert steps * per_step <= 15 < (steps + 3) * per_step  # it fits in the 15 s, and fills them
     lrs = [r["lr"] for r in result.history["train"]]
     assert max(lrs) == pytest.approx(preset.lr(), rel=0.05)  # the warmup reached the full rate
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # and the cosine decay its end
@@ -361,6 +363,44 @@ def test_a_time_budget_fits_the_steps_to_the_clock_and_runs_the_whole_schedule(t
     out = capsys.readouterr().out
     assert f"already finished its {steps} planned steps: loaded, nothing trained" in out
     assert "resum" not in out  # neither "resuming the plan" nor "(resumed)": nothing was resumed
+
+
+class StepClock:
+    """Time that passes only as steps are taken, ``seconds(step)`` for each (its callback advances it)."""
+
+    def __init__(self, seconds):
+        self.now, self.seconds = 0.0, seconds
+
+    def __call__(self):
+        return self.now
+
+    def callback(self, event, history):
+        if event == "step":
+            self.now += self.seconds(history["train"][-1]["step"])
+
+
+def test_the_length_is_set_again_at_the_end_of_the_warmup_from_the_steps_since(tiny, tmp_path, monkeypatch, capsys):
+    import retina_edu.train.budget as train_module  # the budget's clock lives there
+
+    # the first 11 steps take 1 s, the rest 0.5 s: the first plan (at step 11) is too short by half
+    clock = StepClock(lambda step: 1.0 if step <= 11 else 0.5)
+    monkeypatch.setattr(train_module, "_clock", clock)
+    monkeypatch.setattr(train_module, "BUDGET_REPLAN_MIN_STEPS", 5)
+    preset = tiny_preset(warmup_steps=20, epochs=1, checkpoint_every=1000)
+    result = train(preset, tiny, out_dir=tmp_path, progress=False, minutes=0.75, callbacks=[clock.callback])
+    plan, lrs = result.plan, [r["lr"] for r in result.history["train"]]
+    budget = 0.75 * 60 * train_module.BUDGET_SAFETY  # 43.65 s
+    assert plan["first_plan"] == {"steps": 11 + int(budget - 11), "step_s": 1.0, "planned_at": 11}
+    assert plan["planned_at"] == 20 and plan["step_s"] == 0.5 and plan["warmup_steps"] == 20
+    assert plan["steps"] == 20 + int((budget - 11 - 9 * 0.5) / 0.5) == len(lrs)
+    assert clock.now <= budget  # it fits, and fills the budget
+    warmup = [preset.lr() * lr_factor(s, plan["first_plan"]["steps"], 20, "cosine") for s in range(1, 21)]
+    assert lrs[:20] == pytest.approx(warmup)  # the warmup, as the first plan set it
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # the decay reaches its end over the new length
+    assert load_checkpoint(tmp_path)["plan"] == plan  # what a resumed run finishes
+    out = capsys.readouterr().out
+    assert f"plan at the end of the warmup: {plan['steps']} steps (0.50 s per step over steps 12-20; " in out
+    assert f"the first plan said {plan['first_plan']['steps']})" in out
 
 
 def test_a_finished_run_of_epochs_loaded_again_says_nothing_was_trained(tiny, tmp_path, capsys):

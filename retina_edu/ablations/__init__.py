@@ -31,6 +31,7 @@ The package, one job a module:
     ohem       OHEMRetinaNet (Table 1d)
     result     AblationResult, load_anchor_logits
     runner     run_ablation and its steps, load_trunk
+    parallel   run_ablations: several runs at once, in worker processes on the CPU
     studies    the runs of each study, PAPER_TABLE1(D), PAPER_OPTIMIZER, summarise, paired_comparison
 
 Every name is importable from here: ``from retina_edu.ablations import Ablation, run_ablation``.
@@ -42,6 +43,7 @@ from .config import CPU_PRESET_IMAGE_SIZE as CPU_PRESET_IMAGE_SIZE  # noqa: F401
 from .figure4 import MAX_NEGATIVES, anchor_logits, evaluate_with_anchor_logits
 from .figure4 import _split_anchor_logits as _split_anchor_logits  # noqa: F401 (tests/test_ablations.py)
 from .ohem import OHEMRetinaNet
+from .parallel import MAX_PROCESSES, run_ablations
 from .result import AblationResult, load_anchor_logits
 from .runner import TRUNK_PREFIXES, load_trunk, run_ablation
 from .studies import (
@@ -66,6 +68,7 @@ __all__ = [
     "FIGURE4_GAMMAS",
     "FL_SETTINGS",
     "MAX_NEGATIVES",
+    "MAX_PROCESSES",
     "PAPER_BEST_OHEM",
     "PAPER_OPTIMIZER",
     "PAPER_TABLE1",
@@ -91,5 +94,6 @@ __all__ = [
     "pretrained_trunk",
     "prior_runs",
     "run_ablation",
+    "run_ablations",
     "summarise",
 ]

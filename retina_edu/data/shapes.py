@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..device import available_cpus
 from ..files import replace_folder_atomic
 
 SHAPES_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "ring")
@@ -396,13 +397,6 @@ def _coco_json(info: dict[str, Any], results: list[list[tuple[int, list[float]]]
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def _available_cpus() -> int:
-    """CPUs this process may run on (os.cpu_count() counts the machine's, even in a limited container)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -481,7 +475,7 @@ def make_shapes(
     root = Path(root)
     if not overwrite:
         _check_free(root)
-    workers = _available_cpus() if workers is None else workers
+    workers = available_cpus() if workers is None else workers
 
     def build(folder: Path) -> None:
         (folder / IMAGES_DIR).mkdir()

@@ -1,5 +1,8 @@
 """The time budget (``train(minutes=...)``): the first steps and one validation batch are timed, then the
-run's length is set so that it ends within the minutes and the whole schedule runs over those steps.
+run's length is set so that it ends within the minutes and the whole schedule runs over those steps. At the
+end of the warmup the length is set once more, from the steps timed since: the first steps of a run are
+slower or faster than the rest (memory being allocated, caches warming, the first plots), and the warmup
+does not depend on the length, so no step has been taken at a rate the new length would change.
 
 ``_clock`` is the budget's clock (the loop and its time report read it here too); tests replace it with a fake one.
 """
@@ -18,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .checkpoints import _unwrap
+from .state import _save_run
 
 if TYPE_CHECKING:
     from .state import _Run, _TrainState
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
 # up to this many, all within the warmup when it is that long (the warmup does not depend on the
 # number of steps, so no step is taken at a learning rate the plan would change).
 BUDGET_MEASURED_STEPS = 10
+# The length is set again at the end of the warmup when at least this many steps were timed since.
+BUDGET_REPLAN_MIN_STEPS = 20
 # Plan to end at 97% of the budget: step times drift (other programs, checkpoints, a live plot).
 BUDGET_SAFETY = 0.97
 # Validation is timed on this many images and extrapolated, plus 10% for COCOeval's own work.
@@ -48,6 +54,8 @@ class _Budget:
     val_data: Dataset | None
     first_time: float | None = None
     plan: dict[str, Any] | None = None  # what the checkpoint records, once made
+    replan_at: int | None = None  # the step where the length is set again (the end of the warmup)
+    replan_from: tuple[int, float] | None = None  # (step, clock) where the steps it times begin
 
 
 def _start_budget(
@@ -131,6 +139,16 @@ def _time_validation(model: nn.Module, val_data: Dataset, device: torch.device) 
     return seconds * len(val_data) / n * BUDGET_EVAL_OVERHEAD
 
 
+def _time_checkpoint(state: _TrainState, run: _Run) -> float:
+    """Seconds one checkpoint takes (0 without ``out_dir``): one is saved now and timed. It records
+    no plan yet, so a run resumed from it plans again."""
+    if run.out_dir is None:
+        return 0.0
+    tick = _clock()
+    _save_run(state, run, history=False)
+    return _clock() - tick
+
+
 def _plan_budget(state: _TrainState, run: _Run, bar) -> None:
     """At step ``budget.last`` (or earlier if the budget is spent): from the timed steps and one timed
     validation batch, set the run's length so that it ends within the budget, record the plan, print it."""
@@ -149,37 +167,71 @@ def _plan_budget(state: _TrainState, run: _Run, bar) -> None:
     if budget.val_data is not None and run.is_main:
         eval_s = _time_validation(_unwrap(state.model), budget.val_data, run.device)
         state.model.train()
+    checkpoint_s = _time_checkpoint(state, run)
     elapsed = _clock() - budget.start
     if run.world > 1:  # every process must plan the same steps: the slowest sets them
-        measured = torch.tensor([step_s, eval_s, elapsed], device=run.device, dtype=torch.float64)
+        measured = torch.tensor([step_s, eval_s, checkpoint_s, elapsed], device=run.device, dtype=torch.float64)
         dist.all_reduce(measured, op=dist.ReduceOp.MAX)
-        step_s, eval_s, elapsed = measured.tolist()
-    steps = _steps_in_budget(
-        budget.minutes * 60, elapsed, state.step, step_s, eval_s, run.steps_per_epoch, run.preset.eval_every
-    )
-    run.total_steps = steps
-    run.last_step = steps if budget.max_steps is None else min(steps, budget.max_steps)
+        step_s, eval_s, checkpoint_s, elapsed = measured.tolist()
+    steps = _set_length(state, run, bar, step_s, eval_s, checkpoint_s, elapsed)
     # A run too short for the preset's warmup would end before its decay begins: the warmup then
     # takes half the run (and ends no earlier than now, the steps taken keep their rates).
     run.warmup_steps = min(run.preset.warmup_steps, max(state.step, steps // 2))
-    budget.plan.update(
-        steps=steps,
-        warmup_steps=run.warmup_steps,
-        planned_at=state.step,
-        step_s=round(step_s, 4),
-        eval_s=round(eval_s, 2),
+    budget.plan.update(warmup_steps=run.warmup_steps, eval_s=round(eval_s, 2), checkpoint_s=round(checkpoint_s, 2))
+    if steps > run.warmup_steps >= state.step + BUDGET_REPLAN_MIN_STEPS:
+        budget.replan_at, budget.replan_from = run.warmup_steps, (state.step, _clock())
+    if run.is_main:
+        note = "" if steps > state.step else " (the budget is too short: it ends here)"
+        _say(
+            bar,
+            f"plan: about {steps} steps of batch {budget.plan['batch_size']} in {budget.minutes:g} minutes "
+            f"on this machine ({step_s:.2f} s per step, timed over steps {timed}; "
+            f"validation about {eval_s:.0f} s){note}",
+        )
+
+
+def _replan_budget(state: _TrainState, run: _Run, bar) -> None:
+    """At the end of the warmup: the length set again from the steps timed since the plan."""
+    budget = run.budget
+    now = _clock()
+    (since, then), first = budget.replan_from, dict(budget.plan)
+    step_s, elapsed = (now - then) / (state.step - since), now - budget.start
+    if run.world > 1:  # every process must plan the same steps: the slowest sets them
+        measured = torch.tensor([step_s, elapsed], device=run.device, dtype=torch.float64)
+        dist.all_reduce(measured, op=dist.ReduceOp.MAX)
+        step_s, elapsed = measured.tolist()
+    budget.replan_at = None
+    steps = _set_length(state, run, bar, step_s, first["eval_s"], first["checkpoint_s"], elapsed)
+    budget.plan["first_plan"] = {k: first[k] for k in ("steps", "step_s", "planned_at")}
+    if run.is_main:
+        _say(
+            bar,
+            f"plan at the end of the warmup: {steps} steps ({step_s:.2f} s per step over steps "
+            f"{since + 1}-{state.step}; the first plan said {first['steps']})",
+        )
+
+
+def _set_length(
+    state: _TrainState, run: _Run, bar, step_s: float, eval_s: float, checkpoint_s: float, elapsed: float
+) -> int:
+    """Set the run's length to the steps that fit in what is left of the budget (each step with its
+    share of a checkpoint); record it in the plan."""
+    budget = run.budget
+    per_step = step_s + checkpoint_s / run.preset.checkpoint_every
+    steps = _steps_in_budget(
+        budget.minutes * 60, elapsed, state.step, per_step, eval_s, run.steps_per_epoch, run.preset.eval_every
     )
+    run.total_steps = steps
+    run.last_step = steps if budget.max_steps is None else min(steps, budget.max_steps)
+    budget.plan.update(steps=steps, planned_at=state.step, step_s=round(step_s, 4))
     state.record["plan"] = budget.plan
     bar.total = run.last_step
     bar.refresh()
-    if run.is_main:
-        note = "" if steps > state.step else " (the budget is too short: it ends here)"
-        message = (
-            f"plan: about {steps} steps of batch {budget.plan['batch_size']} in {budget.minutes:g} minutes "
-            f"on this machine ({step_s:.2f} s per step, timed over steps {timed}; "
-            f"validation about {eval_s:.0f} s){note}"
-        )
-        if bar.disable:
-            print(message, flush=True)
-        else:
-            bar.write(message)  # above the progress bar
+    return steps
+
+
+def _say(bar, message: str) -> None:
+    if bar.disable:
+        print(message, flush=True)
+    else:
+        bar.write(message)  # above the progress bar

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..device import default_device, setup_distributed
 from ..model import RetinaNet
 from . import budget as _budget_module
-from .budget import _plan_budget, _start_budget
+from .budget import _plan_budget, _replan_budget, _start_budget
 from .checkpoints import _unwrap, check_output_folder, find_checkpoint, load_checkpoint
 from .data import _collate, _EpochSampler, _TrainView
 from .presets import Preset
@@ -144,7 +144,8 @@ def train(
         minutes: a time budget instead of ``preset.epochs``: the first steps are timed (and one
             validation batch), then the number of steps is set so that training, validation
             included, ends within ``minutes``, and the whole schedule (warmup, then the decay to its
-            end) runs over those steps. The plan is printed, and the checkpoint records it: a resumed
+            end) runs over those steps; at the end of the warmup the number is set once more, from
+            the steps timed since. The plan is printed, and the checkpoint records it: a resumed
             run finishes the same plan, with or without ``minutes`` (its value is then ignored).
 
     Raises:
@@ -343,6 +344,8 @@ def _run_epoch(state: _TrainState, run: _Run, loader: DataLoader, bar, stop: _St
         tick = _record_step(state, run, out, tick, bar)
         if run.budget is not None and run.budget.plan["steps"] is None:
             _plan_budget(state, run, bar)
+        elif run.budget is not None and run.budget.replan_at == state.step:
+            _replan_budget(state, run, bar)
         if state.step % run.preset.checkpoint_every == 0:
             _save_run(state, run, history=False)
         if state.step >= run.last_step or state.step % run.steps_per_epoch == 0 or stop.agreed(run.world, run.device):
