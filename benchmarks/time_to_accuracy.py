@@ -8,7 +8,8 @@ fixed ``cpu`` preset, and torchvision's RetinaNet with the same budget; one proc
 The three runs:
 
 - ``retina_edu --minutes M``: ``train(minutes=M)`` times its first steps and fits the number of steps
-  (and so the whole learning-rate schedule) to the budget, the final validation included;
+  (and so the whole learning-rate schedule) to the budget, the final validation included, then fits
+  it again at the end of the warmup from the steps timed since;
 - ``retina_edu fixed``: the preset's own length (``epochs``), stopped at the budget if it is longer;
 - ``torchvision --minutes M``: torchvision's RetinaNet in the same loop with the same budget (it times
   its own steps, so its plan has its own number of steps).
