@@ -69,7 +69,9 @@ class TrainResult:
         preset: the settings of the run.
         plan: with a time budget, what it planned: ``{"minutes", "steps", "batch_size", "warmup_steps",
             "planned_at" (the step the plan was made at), "step_s" (seconds per step, timed), "eval_s"
-            (one validation, estimated)}``; else None.
+            (one validation, estimated), "checkpoint_s" (one checkpoint, timed)}``, and when the
+            length was set again at the end of the warmup, ``"first_plan": {"steps", "step_s",
+            "planned_at"}``; else None.
     """
 
     model: RetinaNet
@@ -84,8 +86,9 @@ class TrainResult:
 class _Run:
     """What stays fixed during a run: the settings, its size in steps, and where things go.
 
-    ``total_steps`` and ``last_step`` change once, in a run with a time budget: when the measured
-    first steps have set the plan (``_plan_budget``). The schedule reads ``total_steps`` then.
+    ``total_steps`` and ``last_step`` change in a run with a time budget: when the measured first
+    steps have set the plan (``_plan_budget``), and once more at the end of the warmup
+    (``_replan_budget``). The schedule reads ``total_steps`` then.
     """
 
     preset: Preset
