@@ -385,21 +385,21 @@ def test_the_length_is_set_again_at_the_end_of_the_warmup_from_the_steps_since(t
     # the first 11 steps take 1 s, the rest 0.5 s: the first plan (at step 11) is too short by half
     clock = StepClock(lambda step: 1.0 if step <= 11 else 0.5)
     monkeypatch.setattr(train_module, "_clock", clock)
-    monkeypatch.setattr(train_module, "BUDGET_REPLAN_MIN_STEPS", 5)
-    preset = tiny_preset(warmup_steps=20, epochs=1, checkpoint_every=1000)
-    result = train(preset, tiny, out_dir=tmp_path, progress=False, minutes=0.75, callbacks=[clock.callback])
+    monkeypatch.setattr(train_module, "BUDGET_REPLAN_MIN_STEPS", 3)
+    preset = tiny_preset(warmup_steps=15, epochs=1, checkpoint_every=1000, image_size=64)
+    result = train(preset, tiny, out_dir=tmp_path, progress=False, minutes=0.55, callbacks=[clock.callback])
     plan, lrs = result.plan, [r["lr"] for r in result.history["train"]]
-    budget = 0.75 * 60 * train_module.BUDGET_SAFETY  # 43.65 s
+    budget = 0.55 * 60 * train_module.BUDGET_SAFETY  # 32.01 s
     assert plan["first_plan"] == {"steps": 11 + int(budget - 11), "step_s": 1.0, "planned_at": 11}
-    assert plan["planned_at"] == 20 and plan["step_s"] == 0.5 and plan["warmup_steps"] == 20
-    assert plan["steps"] == 20 + int((budget - 11 - 9 * 0.5) / 0.5) == len(lrs)
+    assert plan["planned_at"] == 15 and plan["step_s"] == 0.5 and plan["warmup_steps"] == 15
+    assert plan["steps"] == 15 + int((budget - 11 - 4 * 0.5) / 0.5) == len(lrs)
     assert clock.now <= budget  # it fits, and fills the budget
-    warmup = [preset.lr() * lr_factor(s, plan["first_plan"]["steps"], 20, "cosine") for s in range(1, 21)]
-    assert lrs[:20] == pytest.approx(warmup)  # the warmup, as the first plan set it
+    warmup = [preset.lr() * lr_factor(s, plan["first_plan"]["steps"], 15, "cosine") for s in range(1, 16)]
+    assert lrs[:15] == pytest.approx(warmup)  # the warmup, as the first plan set it
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # the decay reaches its end over the new length
     assert load_checkpoint(tmp_path)["plan"] == plan  # what a resumed run finishes
     out = capsys.readouterr().out
-    assert f"plan at the end of the warmup: {plan['steps']} steps (0.50 s per step over steps 12-20; " in out
+    assert f"plan at the end of the warmup: {plan['steps']} steps (0.50 s per step over steps 12-15; " in out
     assert f"the first plan said {plan['first_plan']['steps']})" in out
 
 

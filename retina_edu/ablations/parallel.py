@@ -68,35 +68,68 @@ def run_ablations(
     cache_dir = Path(cache_dir)
     device = torch.device(device) if device is not None else default_device()
     keys = [ablation_key(a, train_data, val_data) for a in ablations]
-    uncached = [(a, k) for a, k in zip(ablations, keys) if _cached(a, k, cache_dir) is None]
-    for trunk in {ablation_key(a.trunk, train_data, val_data): a.trunk for a, _ in uncached if a.trunk}.values():
-        run_ablation(trunk, train_data, val_data, cache_dir, device)  # first, here: the runs need it
-    todo: dict[str, Ablation] = {}  # key -> the first ablation that trains it
-    for ablation, key in uncached:
-        if key not in todo and _cached(ablation, key, cache_dir) is None:
-            todo[key] = ablation
+    todo = _runs_to_train(ablations, keys, train_data, val_data, cache_dir, device)
 
-    done, fresh, emitted = set(keys) - todo.keys(), {}, []
+    def cached(ablation: Ablation) -> AblationResult:
+        return run_ablation(ablation, train_data, val_data, cache_dir, device)
 
-    def finished(key: str | None = None, result: AblationResult | None = None) -> None:
-        if key is not None:
-            done.add(key)
-            fresh[key] = result
-        while len(emitted) < len(ablations) and keys[len(emitted)] in done:  # in order
-            i = len(emitted)
-            result = fresh.pop(keys[i], None) if todo.get(keys[i]) is ablations[i] else None
-            if result is None:  # cached before, or a second name for a run just trained
-                result = run_ablation(ablations[i], train_data, val_data, cache_dir, device)
-            emitted.append(result)
-            if on_result is not None:
-                on_result(result)
-
-    finished()  # the results before the first run to train: from the cache
+    results = _InOrder(ablations, keys, todo, cached, on_result)
     workers = _processes(processes, len(todo), device)
     if workers <= 1:
         for key, ablation in todo.items():
-            finished(key, run_ablation(ablation, train_data, val_data, cache_dir, device))
-        return emitted
+            results.finished(key, cached(ablation))
+    else:
+        for key, result in _train_in_workers(todo, workers, train_data, val_data, cache_dir):
+            results.finished(key, result)
+    return results.emitted
+
+
+def _runs_to_train(
+    ablations: Sequence[Ablation],
+    keys: list[str],
+    train_data: Dataset,
+    val_data: Dataset | None,
+    cache_dir: Path,
+    device: torch.device,
+) -> dict[str, Ablation]:
+    """The runs not cached, by key (the first ablation of each key); the trunks they start from are
+    trained first, here."""
+    uncached = [(a, k) for a, k in zip(ablations, keys) if _cached(a, k, cache_dir) is None]
+    for trunk in {ablation_key(a.trunk, train_data, val_data): a.trunk for a, _ in uncached if a.trunk}.values():
+        run_ablation(trunk, train_data, val_data, cache_dir, device)
+    todo: dict[str, Ablation] = {}
+    for ablation, key in uncached:
+        if key not in todo and _cached(ablation, key, cache_dir) is None:
+            todo[key] = ablation
+    return todo
+
+
+class _InOrder:
+    """The results in the order of the list, each handed to ``on_result`` as soon as it and every
+    result before it are ready. ``cached(ablation)`` reads a result from the cache."""
+
+    def __init__(self, ablations, keys, todo, cached, on_result):
+        self.ablations, self.keys, self.todo, self.cached, self.on_result = ablations, keys, todo, cached, on_result
+        self.done, self.fresh, self.emitted = set(keys) - todo.keys(), {}, []
+        self.finished()  # the results before the first run to train: from the cache
+
+    def finished(self, key: str | None = None, result: AblationResult | None = None) -> None:
+        if key is not None:
+            self.done.add(key)
+            self.fresh[key] = result
+        while len(self.emitted) < len(self.ablations) and self.keys[len(self.emitted)] in self.done:
+            i = len(self.emitted)
+            ablation, key = self.ablations[i], self.keys[i]
+            result = self.fresh.pop(key, None) if self.todo.get(key) is ablation else None
+            if result is None:  # cached before, or a second name for a run just trained
+                result = self.cached(ablation)
+            self.emitted.append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+
+def _train_in_workers(todo: dict[str, Ablation], workers: int, train_data, val_data, cache_dir: Path):
+    """Yield ``(key, result)`` for each run of ``todo``, in its order, trained by ``workers`` processes."""
     context = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started its threads
     threads = max(1, available_cpus() // workers)
     start = (threads, train_data, val_data, str(cache_dir))
@@ -107,8 +140,7 @@ def run_ablations(
             if isinstance(outcome, BaseException):
                 name = todo[key].name
                 raise RuntimeError(f"ablation {name!r} failed: {type(outcome).__name__}: {outcome}") from outcome
-            finished(key, outcome)
-    return emitted
+            yield key, outcome
 
 
 def _processes(processes: int | None, runs: int, device: torch.device) -> int:

@@ -243,22 +243,7 @@ class CocoDetection(DetectionDataset):
         seen_ids: set[Any] = set()
         self.num_crowd = num_clipped = 0
         for i, ann in enumerate(entries):
-            missing = _missing_keys(ann, _ANNOTATION_KEYS)
-            if missing:
-                name = f"annotation {ann.get('id')!r}" if isinstance(ann, dict) and "id" in ann else "annotation"
-                raise ValueError(f"{where}: {name} (index {i}) is missing key {missing[0]!r}")
-            if ann["image_id"] not in images:
-                raise ValueError(
-                    f"{where}: annotation {ann['id']!r} (index {i}) refers to unknown image id {ann['image_id']!r}"
-                )
-            img = images[ann["image_id"]]
-            at = f"{where}: image {img['id']!r} ({img['file_name']!r}), annotation {ann['id']!r} (index {i})"
-            if ann["id"] in seen_ids:
-                raise ValueError(f"{at}: duplicate annotation id {ann['id']!r}")
-            seen_ids.add(ann["id"])
-            if ann["category_id"] not in self.category_id_to_label:
-                known = list(self.category_id_to_label)
-                raise ValueError(f"{at}: unknown category id {ann['category_id']!r} (known: {known})")
+            img, at = self._check_annotation(i, ann, images, seen_ids)
             bbox = ann["bbox"]
             if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
                 raise ValueError(f"{at}: bbox {_fmt(bbox)} must be 4 finite numbers [x, y, w, h]")
@@ -290,6 +275,30 @@ class CocoDetection(DetectionDataset):
             warnings.warn(warning, stacklevel=4)
         self._boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
         self._labels = [np.asarray(lab, dtype=np.int64) for lab in labels]
+
+    def _check_annotation(
+        self, i: int, ann: Any, images: dict[Any, dict[str, Any]], seen_ids: set[Any]
+    ) -> tuple[dict[str, Any], str]:
+        """Annotation ``i``'s keys, image, id (added to ``seen_ids``) and category checked; its image
+        and the words that name it in an error."""
+        where = str(self.ann_file)
+        missing = _missing_keys(ann, _ANNOTATION_KEYS)
+        if missing:
+            name = f"annotation {ann.get('id')!r}" if isinstance(ann, dict) and "id" in ann else "annotation"
+            raise ValueError(f"{where}: {name} (index {i}) is missing key {missing[0]!r}")
+        if ann["image_id"] not in images:
+            raise ValueError(
+                f"{where}: annotation {ann['id']!r} (index {i}) refers to unknown image id {ann['image_id']!r}"
+            )
+        img = images[ann["image_id"]]
+        at = f"{where}: image {img['id']!r} ({img['file_name']!r}), annotation {ann['id']!r} (index {i})"
+        if ann["id"] in seen_ids:
+            raise ValueError(f"{at}: duplicate annotation id {ann['id']!r}")
+        seen_ids.add(ann["id"])
+        if ann["category_id"] not in self.category_id_to_label:
+            known = list(self.category_id_to_label)
+            raise ValueError(f"{at}: unknown category id {ann['category_id']!r} (known: {known})")
+        return img, at
 
     # -- what the base class asks for ------------------------------------------------------------------
 

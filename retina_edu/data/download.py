@@ -187,35 +187,15 @@ def pennfudan_to_coco(root: str | os.PathLike) -> Path:
             raise FileNotFoundError(f"{folder}: folder not found (is {root} an extracted PennFudanPed?)")
     images, annotations = [], []
     for image_id, image_path in enumerate(sorted(image_dir.glob("*.png"))):
-        mask_path = mask_dir / f"{image_path.stem}_mask.png"
-        if not mask_path.is_file():
-            raise FileNotFoundError(f"{mask_path}: mask of {image_path} not found")
-        with Image.open(image_path) as im:
-            width, height = im.size
-        with Image.open(mask_path) as m:
-            mask = np.array(m)
-        if mask.shape[:2] != (height, width):
-            raise ValueError(
-                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_path} is {width}x{height}"
-            )
-        if mask.ndim == 3:
-            mask = mask[..., 0]
+        mask, width, height = _pennfudan_mask(image_path, mask_dir / f"{image_path.stem}_mask.png")
         images.append({"id": image_id, "file_name": image_path.name, "width": width, "height": height})
         for instance in np.unique(mask):
             if instance == 0:
                 continue
             ys, xs = np.nonzero(mask == instance)
             x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": int(xs.size),
-                    "iscrowd": 0,
-                }
-            )
+            box = {"bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(xs.size), "iscrowd": 0}
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, **box})
     data = {
         "info": {
             "description": "Penn-Fudan pedestrians, boxes from instance masks",
@@ -226,6 +206,19 @@ def pennfudan_to_coco(root: str | os.PathLike) -> Path:
         "categories": [{"id": 1, "name": "pedestrian", "supercategory": "person"}],
     }
     return write_json_atomic(root / "annotations.json", data)
+
+
+def _pennfudan_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray, int, int]:
+    """The instance mask of a Penn-Fudan image (one channel), and the image's width and height."""
+    if not mask_path.is_file():
+        raise FileNotFoundError(f"{mask_path}: mask of {image_path} not found")
+    with Image.open(image_path) as im:
+        width, height = im.size
+    with Image.open(mask_path) as m:
+        mask = np.array(m)
+    if mask.shape[:2] != (height, width):
+        raise ValueError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_path} is {width}x{height}")
+    return (mask[..., 0] if mask.ndim == 3 else mask), width, height
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def train(
             to be a writable folder before the first step.
         resume: True to continue from ``find_checkpoint(out_dir)`` (``out_dir/last.pt``) if it exists.
         device: default CUDA when available (under torchrun, the local rank's GPU), else CPU.
-        progress: show a tqdm progress bar with the loss and images/s.
+        progress: a tqdm progress bar with the loss and images/s.
         callbacks: called as ``cb(event, history)`` with event ``"step"``, ``"eval"`` or ``"end"``
             (``retina_edu.viz.LiveLossPlot`` draws a live curve).
         max_steps: stop after this many steps in total (the schedule still spans all epochs):
@@ -141,12 +141,11 @@ def train(
             torchvision's calling convention works (benchmarks train torchvision's RetinaNet with
             this loop); one without a ``config`` cannot be checkpointed (``out_dir`` must be None).
         resume_from: continue from this checkpoint file (or run folder) instead.
-        minutes: a time budget instead of ``preset.epochs``: the first steps are timed (and one
-            validation batch), then the number of steps is set so that training, validation
-            included, ends within ``minutes``, and the whole schedule (warmup, then the decay to its
-            end) runs over those steps; at the end of the warmup the number is set once more, from
-            the steps timed since. The plan is printed, and the checkpoint records it: a resumed
-            run finishes the same plan, with or without ``minutes`` (its value is then ignored).
+        minutes: a time budget instead of ``preset.epochs``: the number of steps is set from the
+            first steps (timed, with one validation batch) so that training, validation included,
+            ends within ``minutes``, set again at the end of the warmup, and the whole schedule runs
+            over those steps (:mod:`.budget`). The checkpoint records the plan: a resumed run
+            finishes it, with or without ``minutes`` (its value is then ignored).
 
     Raises:
         TrainingDiverged: the loss or the weights became NaN or infinite. The last good checkpoint
