@@ -70,14 +70,14 @@ def run_ablations(
     keys = [ablation_key(a, train_data, val_data) for a in ablations]
     todo = _runs_to_train(ablations, keys, train_data, val_data, cache_dir, device)
 
-    def cached(ablation: Ablation) -> AblationResult:
-        return run_ablation(ablation, train_data, val_data, cache_dir, device)
+    def cached(ablation: Ablation, key: str) -> AblationResult:  # the key is known: no second hash
+        return _cached(ablation, key, cache_dir) or run_ablation(ablation, train_data, val_data, cache_dir, device)
 
     results = _InOrder(ablations, keys, todo, cached, on_result)
     workers = _processes(processes, len(todo), device)
     if workers <= 1:
         for key, ablation in todo.items():
-            results.finished(key, cached(ablation))
+            results.finished(key, run_ablation(ablation, train_data, val_data, cache_dir, device))
     else:
         for key, result in _train_in_workers(todo, workers, train_data, val_data, cache_dir):
             results.finished(key, result)
@@ -95,18 +95,19 @@ def _runs_to_train(
     """The runs not cached, by key (the first ablation of each key); the trunks they start from are
     trained first, here."""
     uncached = [(a, k) for a, k in zip(ablations, keys) if _cached(a, k, cache_dir) is None]
-    for trunk in {ablation_key(a.trunk, train_data, val_data): a.trunk for a, _ in uncached if a.trunk}.values():
+    trunks = {ablation_key(a.trunk, train_data, val_data): a.trunk for a, _ in uncached if a.trunk}
+    for trunk in trunks.values():
         run_ablation(trunk, train_data, val_data, cache_dir, device)
     todo: dict[str, Ablation] = {}
     for ablation, key in uncached:
-        if key not in todo and _cached(ablation, key, cache_dir) is None:
-            todo[key] = ablation
+        if key not in trunks:  # a trunk in the list itself is cached now
+            todo.setdefault(key, ablation)
     return todo
 
 
 class _InOrder:
     """The results in the order of the list, each handed to ``on_result`` as soon as it and every
-    result before it are ready. ``cached(ablation)`` reads a result from the cache."""
+    result before it are ready. ``cached(ablation, key)`` reads a result from the cache."""
 
     def __init__(self, ablations, keys, todo, cached, on_result):
         self.ablations, self.keys, self.todo, self.cached, self.on_result = ablations, keys, todo, cached, on_result
@@ -122,7 +123,7 @@ class _InOrder:
             ablation, key = self.ablations[i], self.keys[i]
             result = self.fresh.pop(key, None) if self.todo.get(key) is ablation else None
             if result is None:  # cached before, or a second name for a run just trained
-                result = self.cached(ablation)
+                result = self.cached(ablation, key)
             self.emitted.append(result)
             if self.on_result is not None:
                 self.on_result(result)

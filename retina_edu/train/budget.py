@@ -168,11 +168,7 @@ def _plan_budget(state: _TrainState, run: _Run, bar) -> None:
         eval_s = _time_validation(_unwrap(state.model), budget.val_data, run.device)
         state.model.train()
     checkpoint_s = _time_checkpoint(state, run)
-    elapsed = _clock() - budget.start
-    if run.world > 1:  # every process must plan the same steps: the slowest sets them
-        measured = torch.tensor([step_s, eval_s, checkpoint_s, elapsed], device=run.device, dtype=torch.float64)
-        dist.all_reduce(measured, op=dist.ReduceOp.MAX)
-        step_s, eval_s, checkpoint_s, elapsed = measured.tolist()
+    step_s, eval_s, checkpoint_s, elapsed = _slowest(run, step_s, eval_s, checkpoint_s, _clock() - budget.start)
     steps = _set_length(state, run, bar, step_s, eval_s, checkpoint_s, elapsed)
     # A run too short for the preset's warmup would end before its decay begins: the warmup then
     # takes half the run (and ends no earlier than now, the steps taken keep their rates).
@@ -195,11 +191,7 @@ def _replan_budget(state: _TrainState, run: _Run, bar) -> None:
     budget = run.budget
     now = _clock()
     (since, then), first = budget.replan_from, dict(budget.plan)
-    step_s, elapsed = (now - then) / (state.step - since), now - budget.start
-    if run.world > 1:  # every process must plan the same steps: the slowest sets them
-        measured = torch.tensor([step_s, elapsed], device=run.device, dtype=torch.float64)
-        dist.all_reduce(measured, op=dist.ReduceOp.MAX)
-        step_s, elapsed = measured.tolist()
+    step_s, elapsed = _slowest(run, (now - then) / (state.step - since), now - budget.start)
     budget.replan_at = None
     steps = _set_length(state, run, bar, step_s, first["eval_s"], first["checkpoint_s"], elapsed)
     budget.plan["first_plan"] = {k: first[k] for k in ("steps", "step_s", "planned_at")}
@@ -209,6 +201,15 @@ def _replan_budget(state: _TrainState, run: _Run, bar) -> None:
             f"plan at the end of the warmup: {steps} steps ({step_s:.2f} s per step over steps "
             f"{since + 1}-{state.step}; the first plan said {first['steps']})",
         )
+
+
+def _slowest(run: _Run, *seconds: float) -> list[float]:
+    """Every process must plan the same steps: each measurement as the slowest process took it."""
+    if run.world <= 1:
+        return list(seconds)
+    measured = torch.tensor(seconds, device=run.device, dtype=torch.float64)
+    dist.all_reduce(measured, op=dist.ReduceOp.MAX)
+    return measured.tolist()
 
 
 def _set_length(
